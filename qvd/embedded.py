@@ -1,0 +1,208 @@
+"""``qvd-embedded``: a complete node on one machine, with nothing set up beforehand.
+
+``setup`` creates (or restarts) a PostgreSQL cluster under the data
+directory, writes a ``node.conf`` for it, deploys QVD-DB and loads demo data
+(this machine as a host, user ``demo``/``demo`` in tenant ``default``, an
+OSF, a DI and a VM).  Running it again keeps everything already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pwd
+import secrets
+import socket
+import stat
+import subprocess
+import sys
+import tarfile
+from typing import Optional, Sequence
+
+from qvd.admin.command import parse_command
+from qvd.admin.ops import Admin, AdminError
+from qvd.config import Config, ConfigError, load_file
+from qvd.db import DatabaseError, connect_sync
+from qvd.db.deploy import deploy, deployed_version
+from qvd.pgcluster import ClusterError, LocalCluster, port_in_use, free_port
+
+SYSTEM_CONF = "/etc/qvd/node.conf"
+MARKER = "# written by qvd-embedded"
+DB_USER = DB_NAME = "qvd"
+DEMO_IMAGE = "qvd-demo-desktop.tar.gz"
+
+
+def _conf_text(data: str, port: int, password: str) -> str:
+    return f"""{MARKER} for the node in {data}; your edits are kept.
+nodename = {socket.gethostname()}
+database.host = 127.0.0.1
+database.port = {port}
+database.name = {DB_NAME}
+database.user = {DB_USER}
+database.password = {password}
+path.run = {data}/run
+path.log = {data}/log
+path.storage.root = {data}/storage
+vm.hypervisor = process
+"""
+
+
+def _choose_port() -> int:
+    return 5432 if not port_in_use(5432) else free_port()
+
+
+def ensure_node_conf(data: str, port: Optional[int] = None) -> str:
+    """``<data>/node.conf``, created with a fresh password and port on first run."""
+    path = os.path.join(data, "node.conf")
+    if not os.path.exists(path):
+        os.makedirs(data, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(_conf_text(data, port or _choose_port(), secrets.token_urlsafe(24)))
+    return path
+
+
+def publish_system_conf(conf_path: str, target: str) -> bool:
+    """Copy node.conf to ``target`` unless an administrator's own file is there."""
+    if os.path.exists(target):
+        with open(target) as f:
+            if not f.readline().startswith(MARKER):
+                return False
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(conf_path) as src:
+        text = src.read()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return True
+
+
+def grant_traversal(path: str, account: str) -> list[str]:
+    """Let ``account`` reach ``path``: ACL search rights on closed ancestors."""
+    changed = []
+    user = pwd.getpwnam(account)
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        st = os.stat(parent)
+        if not (st.st_mode & stat.S_IXOTH) and st.st_uid != user.pw_uid:
+            subprocess.run(["setfacl", "-m", f"u:{account}:x", parent], check=True)
+            changed.append(parent)
+        if parent == "/":
+            return changed
+        parent = os.path.dirname(parent)
+
+
+def _demo_image(staging: str) -> str:
+    """A small DI file; the ``process`` hypervisor runs VMs without unpacking it."""
+    os.makedirs(staging, exist_ok=True)
+    path = os.path.join(staging, DEMO_IMAGE)
+    if not os.path.exists(path):
+        note = b"Demo disk image for the QVD process hypervisor (no root filesystem needed).\n"
+        with tarfile.open(path, "w:gz") as tar:
+            info = tarfile.TarInfo("README")
+            info.size = len(note)
+            tar.addfile(info, io.BytesIO(note))
+    return path
+
+
+def load_demo(conn, config: Config) -> list[str]:
+    """Create whatever of the demo data is missing; say what was created."""
+    admin = Admin(conn, config)
+    nodename = config.get("nodename")
+    image = _demo_image(config.get("path.storage.staging"))
+    steps = [
+        ("host", f"name={nodename}", ["host", "new", f"name={nodename},address=127.0.0.1"]),
+        ("osf", "name=demo", ["osf", "new", "name=demo,tenant=default"]),
+        ("di", "osf=demo,tenant=default", ["di", "new", f"path={image},osf=demo"]),
+        ("user", "login=demo,tenant=default",
+         ["user", "new", "login=demo,password=demo,tenant=default"]),
+        ("vm", "name=demo,user=demo", ["vm", "new", "name=demo,user=demo,osf=demo"]),
+    ]
+    created = []
+    for obj, existing, command in steps:
+        if admin.run(parse_command([obj, existing, "get"])).total == 0:
+            admin.run(parse_command(command))
+            created.append(obj)
+    return created
+
+
+def setup(data: str, port: Optional[int] = None, system_conf: str = SYSTEM_CONF) -> str:
+    data = os.path.abspath(data)
+    conf_path = ensure_node_conf(data, port)
+    values = load_file(conf_path)
+    cluster = LocalCluster(root=os.path.join(data, "postgresql"),
+                           port=int(values["database.port"]), host=values["database.host"])
+    if os.geteuid() == 0:
+        grant_traversal(cluster.root, "postgres")
+    cluster.init()
+    cluster.start()
+    cluster.ensure_role_and_database(values["database.user"], values["database.password"],
+                                     values["database.name"])
+    config = Config(values, conf_path)
+    conn = connect_sync(config, "qvd-embedded")
+    try:
+        if deployed_version(conn) is None:
+            deploy(conn)
+        conn.rollback()
+        config.replace_db_rows(_rows(conn))
+        created = load_demo(conn, config)
+        vm = Admin(conn, config).run(parse_command(["vm", "name=demo,user=demo", "get", "id"]))
+    finally:
+        conn.close()
+    published = bool(system_conf) and publish_system_conf(conf_path, system_conf)
+    return _summary(data, conf_path, system_conf if published else None, values, created,
+                    vm.rows[0][0])
+
+
+def _rows(conn) -> list[tuple[int, str, str]]:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT tenant_id, key, value FROM configs")
+        return cur.fetchall()
+
+
+def _summary(data: str, conf_path: str, published: Optional[str], values: dict,
+             created: list[str], vm_id: int) -> str:
+    conf_note = f" (also {published})" if published else (
+        f"\n             to use it: qa -c {conf_path} ... (or export QVD_CONFIG={conf_path})")
+    made = f"created now: {', '.join(created)}" if created else "already there"
+    return (
+        "QVD node ready on embedded defaults\n"
+        f"  database   {values['database.name']} on {values['database.host']}:"
+        f"{values['database.port']}, PostgreSQL cluster in {data}/postgresql (running)\n"
+        f"  config     {conf_path}{conf_note}\n"
+        f"  demo data  host {values['nodename']}, tenant default, user demo / password demo,"
+        f" OSF demo, DI, VM demo (id {vm_id}) — {made}\n"
+        "  try        qa vm get\n"
+        "  stop DB    qvd-embedded stop\n"
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="qvd-embedded", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("setup", "stop"))
+    parser.add_argument("--data", default=os.path.join(os.getcwd(), "data"),
+                        help="data directory (default: ./data)")
+    parser.add_argument("--port", type=int,
+                        help="PostgreSQL port for a new cluster (default: 5432, or a free one)")
+    parser.add_argument("--system-conf", default=SYSTEM_CONF,
+                        help=f"also publish node.conf here unless it is an administrator's"
+                             f" own file; '' for nowhere (default: {SYSTEM_CONF})")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "setup":
+            print(setup(args.data, args.port, args.system_conf), end="")
+        else:
+            conf = load_file(os.path.join(os.path.abspath(args.data), "node.conf"))
+            LocalCluster(os.path.join(os.path.abspath(args.data), "postgresql"),
+                         int(conf["database.port"])).stop()
+            print("embedded PostgreSQL stopped")
+    except (ClusterError, ConfigError, DatabaseError, AdminError, OSError,
+            subprocess.CalledProcessError) as e:
+        print(f"qvd-embedded: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
