@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -53,8 +52,6 @@ class FreshInstallTests(unittest.TestCase):
         self.env["PYTHONPATH"] = ROOT
         in_checkout = self.run_in(f"{venv}/bin/python", "-c", LIST_PLUGINS, cwd=ROOT).split()
         self.assertEqual(installed, in_checkout)
-        plugin_files = glob.glob(os.path.join(ROOT, "twisted", "plugins", "qvd_*.py"))
-        self.assertTrue(plugin_files)
-        self.assertGreaterEqual(len(installed), len(plugin_files), installed)
+        self.assertIn("qvd-vma", installed)
         self.assertFalse(os.path.exists(os.path.join(ROOT, "twisted", "__init__.py")))
         self.assertFalse(os.path.exists(os.path.join(ROOT, "twisted", "plugins", "__init__.py")))
