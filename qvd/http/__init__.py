@@ -1,0 +1,1 @@
+"""The QVD HTTP dialect: one implementation for the L7R, the VMA and their clients."""

@@ -1,0 +1,226 @@
+"""Server side of the QVD HTTP dialect (reference §1.1-1.3).
+
+One request at a time per connection: while a handler works, the transport
+is paused, so pipelined bytes wait in the kernel instead of our memory.
+Keep-alive is implicit; only unparsable heads (400, 431), a wrong version
+(505) and a stalled head (408) close the connection.  Handler failures are
+logged and answered with a canned 500, never with a traceback.
+
+Seam for the L7R: a handler returns a ``Response``; ``writeHead`` is the
+one place a status line and headers are written, so 102 interim heads and
+a 101 handover can be added beside ``_respond`` without touching parsing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+from urllib.parse import unquote_plus
+
+from twisted.internet import interfaces
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from qvd.http.head import Head, HeadError, HeadParser, Headers, Limits, format_head, reason
+
+VERSION = "HTTP/1.1"
+
+
+@dataclass
+class Request:
+    """A parsed request; ``query`` holds the ordered ``k=v`` pairs, ``%XX`` and
+    ``+`` decoded, None for a bare ``k`` (a query that is not UTF-8 is a 400)."""
+
+    method: str
+    target: str
+    headers: Headers
+    query: list[tuple[str, Optional[str]]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.query = []
+        for item in self.target.partition("?")[2].split("&"):
+            if item:
+                key, sep, value = item.partition("=")
+                self.query.append((_unescape(key), _unescape(value) if sep else None))
+
+    @property
+    def path(self) -> str:
+        return self.target.partition("?")[0]
+
+
+def _unescape(text: str) -> str:
+    try:
+        return unquote_plus(text, errors="strict")
+    except UnicodeDecodeError:
+        raise HeadError(400, "query is not UTF-8") from None
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def canned(cls, status: int) -> "Response":
+        """The body the original uses when no message was given."""
+        return cls(status, f"{status} {reason(status)}\n".encode("ascii"))
+
+
+class IRequestHandler(Interface):
+    def handle(request: Request) -> Union[Response, Deferred]:
+        """Answer one request (a ``Response`` or a Deferred firing with one)."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds a peer may stall: reading a head, or idle between requests."""
+
+    head: float = 30.0
+    idle: float = 300.0
+
+
+class QVDHTTPServerProtocol(Protocol):
+    log = Logger()
+
+    def __init__(
+        self,
+        handler: IRequestHandler,
+        clock: interfaces.IReactorTime,
+        limits: Limits = Limits(),
+        timeouts: Timeouts = Timeouts(),
+    ):
+        self.handler = handler
+        self.clock = clock
+        self.timeouts = timeouts
+        self._parser = HeadParser(limits)
+        self._busy = False
+        self._closing = False
+        self._timer: Optional[interfaces.IDelayedCall] = None
+        self._head_timer_running = False
+
+    def connectionMade(self) -> None:
+        self._arm(self.timeouts.idle, self._idle_expired)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self._closing = True
+        self._disarm()
+
+    # -- timers ----------------------------------------------------------
+    def _arm(self, seconds: float, expired) -> None:
+        self._disarm()
+        self._timer = self.clock.callLater(seconds, expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._head_timer_running = False
+
+    def _idle_expired(self) -> None:
+        self._timer = None
+        self.transport.loseConnection()
+
+    def _head_expired(self) -> None:
+        self._timer = None
+        self._fail(HeadError(408, "head not received in time"))
+
+    # -- input -----------------------------------------------------------
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._parser.buffer += data
+        self._process()
+
+    def _process(self) -> None:
+        while not self._busy and not self._closing:
+            try:
+                head = self._parser.feed(b"")
+            except HeadError as e:
+                self._fail(e)
+                return
+            if head is None:
+                if self._parser.started and not self._head_timer_running:
+                    self._arm(self.timeouts.head, self._head_expired)
+                    self._head_timer_running = True
+                return
+            self._disarm()
+            self._dispatch(head)
+
+    def _dispatch(self, head: Head) -> None:
+        try:
+            request = self._request(head)
+        except HeadError as e:
+            self._fail(e)
+            return
+        self._busy = True
+        self.transport.pauseProducing()
+        d = maybeDeferred(self.handler.handle, request)
+        d.addErrback(self._handler_failed, request)
+        d.addCallback(self._respond)
+
+    def _request(self, head: Head) -> Request:
+        parts = head.start_line.split()
+        if len(parts) not in (2, 3):
+            raise HeadError(400, "malformed request line")
+        if len(parts) == 2 or parts[2] != VERSION:
+            raise HeadError(505, "only HTTP/1.1 is spoken")
+        return Request(parts[0], parts[1], head.headers)
+
+    def _handler_failed(self, failure: Failure, request: Request) -> Response:
+        self.log.failure(
+            "handler failed for {method} {path}", failure, method=request.method, path=request.path
+        )
+        return Response.canned(500)
+
+    # -- output ----------------------------------------------------------
+    def writeHead(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.transport.write(format_head(f"{VERSION} {status} {reason(status)}", headers))
+
+    def _write(self, response: Response) -> None:
+        headers = response.headers + [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+        ]
+        self.writeHead(response.status, headers)
+        self.transport.write(response.body)
+
+    def _respond(self, response: Response) -> None:
+        self._busy = False
+        if self._closing:
+            return
+        self._write(response)
+        self.transport.resumeProducing()
+        self._arm(self.timeouts.idle, self._idle_expired)
+        self._process()
+
+    def _fail(self, error: HeadError) -> None:
+        """Answer a refused head and close: what follows cannot be trusted."""
+        self.log.info("closing connection: {error} ({status})", error=error, status=error.status)
+        self._closing = True
+        self._disarm()
+        self._write(Response.canned(error.status))
+        self.transport.loseConnection()
+
+
+class QVDHTTPServerFactory(Factory):
+    def __init__(
+        self,
+        handler: IRequestHandler,
+        clock: interfaces.IReactorTime,
+        limits: Limits = Limits(),
+        timeouts: Timeouts = Timeouts(),
+    ):
+        self.handler = handler
+        self.clock = clock
+        self.limits = limits
+        self.timeouts = timeouts
+
+    def buildProtocol(self, addr) -> QVDHTTPServerProtocol:
+        protocol = QVDHTTPServerProtocol(self.handler, self.clock, self.limits, self.timeouts)
+        protocol.factory = self
+        return protocol

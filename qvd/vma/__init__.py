@@ -1,0 +1,1 @@
+"""The VMA: the agent inside each VM (``twistd qvd-vma``)."""
