@@ -9,7 +9,9 @@ OSF, a DI and a VM).  Running it again keeps everything already there.
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
+import ipaddress
 import os
 import pwd
 import secrets
@@ -19,6 +21,11 @@ import subprocess
 import sys
 import tarfile
 from typing import Optional, Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from qvd.admin.command import parse_command
 from qvd.admin.ops import Admin, AdminError
@@ -93,6 +100,45 @@ def grant_traversal(path: str, account: str) -> list[str]:
         parent = os.path.dirname(parent)
 
 
+def ensure_session_account(name: str) -> bool:
+    """The unprivileged account process-hypervisor sessions run as; True if created."""
+    try:
+        pwd.getpwnam(name)
+        return False
+    except KeyError:
+        pass
+    subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                    "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True)
+    return True
+
+
+def ensure_certificate(key_path: str, cert_path: str, nodename: str) -> bool:
+    """A self-signed L7R certificate for this machine, if none is there; True if made."""
+    if os.path.exists(key_path) and os.path.exists(cert_path):
+        return False
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, nodename)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names = [x509.DNSName(nodename), x509.DNSName("localhost"),
+             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .sign(key, hashes.SHA256()))
+    os.makedirs(os.path.dirname(key_path), mode=0o700, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    return True
+
+
 def _demo_image(staging: str) -> str:
     """A small DI file; the ``process`` hypervisor runs VMs without unpacking it."""
     os.makedirs(staging, exist_ok=True)
@@ -150,9 +196,14 @@ def setup(data: str, port: Optional[int] = None, system_conf: str = SYSTEM_CONF)
         vm = Admin(conn, config).run(parse_command(["vm", "name=demo,user=demo", "get", "id"]))
     finally:
         conn.close()
+    if os.geteuid() == 0 and ensure_session_account(config.get("vm.process.account")):
+        created.append(f"account {config.get('vm.process.account')}")
+    if ensure_certificate(config.get("path.l7r.ssl.key"), config.get("path.l7r.ssl.cert"),
+                          config.get("nodename")):
+        created.append("self-signed L7R certificate")
     published = bool(system_conf) and publish_system_conf(conf_path, system_conf)
     return _summary(data, conf_path, system_conf if published else None, values, created,
-                    vm.rows[0][0])
+                    vm.rows[0][0], config.get("path.l7r.ssl.cert"))
 
 
 def _rows(conn) -> list[tuple[int, str, str]]:
@@ -162,7 +213,7 @@ def _rows(conn) -> list[tuple[int, str, str]]:
 
 
 def _summary(data: str, conf_path: str, published: Optional[str], values: dict,
-             created: list[str], vm_id: int) -> str:
+             created: list[str], vm_id: int, config_cert: str) -> str:
     conf_note = f" (also {published})" if published else (
         f"\n             to use it: qa -c {conf_path} ... (or export QVD_CONFIG={conf_path})")
     made = f"created now: {', '.join(created)}" if created else "already there"
@@ -171,10 +222,10 @@ def _summary(data: str, conf_path: str, published: Optional[str], values: dict,
         f"  database   {values['database.name']} on {values['database.host']}:"
         f"{values['database.port']}, PostgreSQL cluster in {data}/postgresql (running)\n"
         f"  config     {conf_path}{conf_note}\n"
+        f"  L7R TLS    {config_cert} (self-signed: clients need it as CA, or --insecure)\n"
         f"  demo data  host {values['nodename']}, tenant default, user demo / password demo,"
         f" OSF demo, DI, VM demo (id {vm_id}) — {made}\n"
         "  try        qa vm get\n"
-        "  stop DB    qvd-embedded stop\n"
     )
 
 

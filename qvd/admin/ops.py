@@ -23,6 +23,8 @@ from qvd.admin.filters import FilterError, parse, to_sql
 from qvd.admin.objects import CONFIG, DI, HOST, KINDS, OSF, TENANT, USER, VM, ObjectKind
 from qvd.config import Config
 from qvd.db import SERIALIZATION_FAILURE
+from qvd.db.queries import LB_CANDIDATES
+from qvd.loadbalancer import NoHostAvailable, VMInfo, candidate, choose_host
 from qvd.passwords import SALT_KEY, qvd_hash
 
 RETRIES = 5
@@ -168,9 +170,9 @@ class Admin:
                         "block": self._block, "unblock": self._block}
             if kind is DI:
                 handlers.update(tag=self._tag, untag=self._untag)
-        if action in ("start", "stop", "disconnect", "disconnect_user") and kind is VM:
-            raise AdminError(f"'vm {action}' needs the node's HKD, which this release does not"
-                             " ship yet")
+        if kind is VM and not command.on_properties:
+            handlers.update(start=self._vm_start, stop=self._vm_stop,
+                            disconnect=self._vm_disconnect, disconnect_user=self._vm_disconnect)
         if action not in handlers:
             raise AdminError(f"'{action}' is not an action for {kind.name}"
                              f" (use one of: {', '.join(handlers)})")
@@ -538,6 +540,68 @@ class Admin:
         cur.execute(f"UPDATE {table} SET blocked = %s WHERE {key} = ANY(%s)",
                     (command.action == "block", ids))
         return Result(len(ids))
+
+    # -- vm start / stop / disconnect (the HKD and the L7R act on these) --------------
+    def _vm_rows(self, cur, kind: ObjectKind, command: Command) -> list[tuple]:
+        """(id, vm_state, host_id, user_state, l7r_host_id, name, user_id, osf_id, di_tag),
+        locked, of the VMs the command names."""
+        ids = self._ids(cur, kind, _filter_or_arguments(command))
+        cur.execute("SELECT v.id, r.vm_state, r.host_id, r.user_state, r.l7r_host_id, v.name,"
+                    " v.user_id, v.osf_id, v.di_tag FROM vms v JOIN vm_runtimes r"
+                    " ON r.vm_id = v.id WHERE v.id = ANY(%s) ORDER BY v.id FOR UPDATE OF r",
+                    (ids,))
+        return cur.fetchall()
+
+    @staticmethod
+    def _acting_on(rows: list[tuple], fits: Callable[[tuple], bool], refusal: str) -> list[tuple]:
+        """The rows the action applies to; an error if it applies to none of those named.
+
+        ``qa vm start`` (any filter) starts the stopped VMs among those it names,
+        as qa4 does; naming only VMs in the wrong state is the error.
+        """
+        chosen = [row for row in rows if fits(row)]
+        if rows and not chosen:
+            vm_id, state, _, user_state = rows[0][:4]
+            raise AdminError(refusal.format(vm_id=vm_id, state=state, user_state=user_state))
+        return chosen
+
+    def _vm_start(self, cur, kind: ObjectKind, command: Command) -> Result:
+        """``start`` for stopped VMs, on a host chosen by the load balancer if they have none."""
+        rows = self._acting_on(self._vm_rows(cur, kind, command), lambda r: r[1] == "stopped",
+                               "vm {vm_id} is {state}: only a stopped vm can be started")
+        for vm_id, _, host_id, _, _, name, user_id, osf_id, di_tag in rows:
+            if host_id is None:
+                cur.execute(LB_CANDIDATES)
+                try:
+                    host_id = choose_host(self.config, VMInfo(vm_id, name, user_id, osf_id, di_tag),
+                                          [candidate(row) for row in cur.fetchall()])
+                except NoHostAvailable as e:
+                    raise AdminError(f"vm {vm_id} cannot start: {e}") from None
+            cur.execute("UPDATE vm_runtimes SET host_id = %s, vm_cmd = 'start' WHERE vm_id = %s",
+                        (host_id, vm_id))
+            cur.execute("SELECT pg_notify(%s, '')", (f"qvd_cmd_for_vm_on_host{host_id}",))
+        return Result(len(rows))
+
+    def _vm_stop(self, cur, kind: ObjectKind, command: Command) -> Result:
+        rows = self._acting_on(
+            self._vm_rows(cur, kind, command),
+            lambda r: r[1] in ("starting", "running", "debugging") and r[2] is not None,
+            "vm {vm_id} is {state}: only a starting, running or debugging vm can be stopped")
+        for vm_id, _, host_id, *_ in rows:
+            cur.execute("UPDATE vm_runtimes SET vm_cmd = 'stop' WHERE vm_id = %s", (vm_id,))
+            cur.execute("SELECT pg_notify(%s, '')", (f"qvd_cmd_for_vm_on_host{host_id}",))
+        return Result(len(rows))
+
+    def _vm_disconnect(self, cur, kind: ObjectKind, command: Command) -> Result:
+        """Ask the L7R holding the session to close it (QVD 4's API did not notify)."""
+        rows = self._acting_on(
+            self._vm_rows(cur, kind, command),
+            lambda r: r[3] in ("connecting", "connected") and r[4] is not None,
+            "vm {vm_id} has no user connected (user state {user_state})")
+        for vm_id, _, _, _, l7r_host_id, *_ in rows:
+            cur.execute("UPDATE vm_runtimes SET user_cmd = 'abort' WHERE vm_id = %s", (vm_id,))
+            cur.execute("SELECT pg_notify(%s, '')", (f"qvd_cmd_for_user_on_host{l7r_host_id}",))
+        return Result(len(rows))
 
     # -- properties ------------------------------------------------------------------
     def _property_set(self, cur, kind: ObjectKind, command: Command) -> Result:

@@ -6,7 +6,7 @@ and column names) reviewable at a glance; all of it is parameterised.
 
 from __future__ import annotations
 
-from typing import Any, Generator
+from typing import Any, Generator, Optional
 
 from twisted.internet import defer
 from txpostgres.txpostgres import Cursor
@@ -218,3 +218,287 @@ def _release_lost_hosts(
 
 def notify(db: Database, channel: str) -> defer.Deferred[None]:
     return db.run_operation("SELECT pg_notify(%s, '')", (channel,))
+
+
+# -- L7R --------------------------------------------------------------------------------
+
+HOST_COUNTERS = frozenset(
+    {"http_requests", "auth_attempts", "auth_ok", "nx_attempts", "nx_ok", "short_sessions"})
+
+# What the L7R reads of one VM (``qvd.l7r.vms.VMRow``).
+VM_ROW = (
+    "SELECT v.id, v.name, v.user_id, v.osf_id, v.di_tag, r.host_id, r.vm_state, r.vm_cmd,"
+    " r.user_state, r.user_cmd, r.l7r_host_id, r.l7r_pid, COALESCE(r.blocked, FALSE),"
+    " r.vm_address, r.vm_vma_port, r.vm_x_port"
+    " FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id WHERE v.id = %s"
+)
+
+
+def node_status(db: Database, nodename: str) -> defer.Deferred[list[tuple[Any, ...]]]:
+    """(host id, address, state, blocked) of the node named ``nodename``."""
+    return db.run_query(
+        "SELECT h.id, h.address, r.state, r.blocked FROM hosts h"
+        " JOIN host_runtimes r ON r.host_id = h.id WHERE h.name = %s", (nodename,))
+
+
+def count(db: Database, host_id: int, counter: str) -> defer.Deferred[None]:
+    """``host_counters.<counter> + 1`` (retried by the pool on serialization failures)."""
+    if counter not in HOST_COUNTERS:
+        raise ValueError(f"no host counter {counter!r}")
+    return db.run_operation(
+        f"UPDATE host_counters SET {counter} = {counter} + 1 WHERE host_id = %s", (host_id,))
+
+
+def vms_of_user(
+    db: Database, user_id: int, is_application: bool
+) -> defer.Deferred[list[tuple[Any, ...]]]:
+    return db.run_query(
+        "SELECT v.id, v.name, r.vm_state, COALESCE(r.blocked, FALSE), o.is_application"
+        " FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id JOIN osfs o ON o.id = v.osf_id"
+        " WHERE v.user_id = %s AND o.is_application = %s ORDER BY v.id",
+        (user_id, is_application))
+
+
+def vm_row(db: Database, vm_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
+    return db.run_query(VM_ROW, (vm_id,))
+
+
+def set_real_user(db: Database, vm_id: int, user_id: int) -> defer.Deferred[None]:
+    return db.run_operation(
+        "UPDATE vm_runtimes SET real_user_id = %s WHERE vm_id = %s", (user_id, vm_id))
+
+
+def request_vm_stop(db: Database, vm_id: int) -> defer.Deferred[Any]:
+    """Set ``vm_cmd='stop'`` and notify its host when the VM can stop; the state seen."""
+    return db.run_interaction(_request_vm_stop, vm_id)
+
+
+@defer.inlineCallbacks
+def _request_vm_stop(cursor: Cursor, vm_id: int) -> Generator[defer.Deferred[Any], Any, Any]:
+    yield cursor.execute(
+        "SELECT vm_state, host_id FROM vm_runtimes WHERE vm_id = %s FOR UPDATE", (vm_id,))
+    state, host_id = cursor.fetchone()
+    if state in ("starting", "running", "debugging") and host_id is not None:
+        yield cursor.execute("UPDATE vm_runtimes SET vm_cmd = 'stop' WHERE vm_id = %s", (vm_id,))
+        yield cursor.execute("SELECT pg_notify(%s, '')", (f"qvd_cmd_for_vm_on_host{host_id}",))
+    return state
+
+
+def acquire_session(
+    db: Database, vm_id: int, host_id: int, pid: int, now: int
+) -> defer.Deferred[Any]:
+    """Take the VM's session if nobody holds it; else ask its holder to abort.
+
+    Returns None when acquired, or the holder's (l7r_host_id, l7r_pid).
+    """
+    return db.run_interaction(_acquire_session, vm_id, host_id, pid, now)
+
+
+@defer.inlineCallbacks
+def _acquire_session(
+    cursor: Cursor, vm_id: int, host_id: int, pid: int, now: int
+) -> Generator[defer.Deferred[Any], Any, Any]:
+    yield cursor.execute(
+        "SELECT user_state, l7r_host_id, l7r_pid FROM vm_runtimes WHERE vm_id = %s FOR UPDATE",
+        (vm_id,))
+    user_state, holder_host, holder_pid = cursor.fetchone()
+    if user_state == "disconnected":
+        yield cursor.execute(
+            "UPDATE vm_runtimes SET user_state = 'connecting', user_state_ts = %s,"
+            " l7r_host_id = %s, l7r_pid = %s, user_cmd = NULL WHERE vm_id = %s",
+            (now, host_id, pid, vm_id))
+        return None
+    yield cursor.execute("UPDATE vm_runtimes SET user_cmd = 'abort' WHERE vm_id = %s", (vm_id,))
+    if holder_host is not None:
+        yield cursor.execute(
+            "SELECT pg_notify(%s, '')", (f"qvd_cmd_for_user_on_host{holder_host}",))
+    return holder_host, holder_pid
+
+
+def assign_host(db: Database, vm_id: int, host_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
+    """Store the chosen host, only if the VM still has none and is stopped."""
+    return db.run_query(
+        "UPDATE vm_runtimes SET host_id = %s WHERE vm_id = %s AND host_id IS NULL"
+        " AND vm_state = 'stopped' RETURNING vm_id", (host_id, vm_id))
+
+
+def request_vm_start(db: Database, vm_id: int, host_id: int) -> defer.Deferred[Any]:
+    return db.run_interaction(_request_vm_start, vm_id, host_id)
+
+
+@defer.inlineCallbacks
+def _request_vm_start(
+    cursor: Cursor, vm_id: int, host_id: int
+) -> Generator[defer.Deferred[Any], Any, None]:
+    yield cursor.execute(
+        "UPDATE vm_runtimes SET vm_cmd = 'start' WHERE vm_id = %s AND host_id = %s"
+        " AND vm_state = 'stopped' AND vm_cmd IS NULL", (vm_id, host_id))
+    yield cursor.execute("SELECT pg_notify(%s, '')", (f"qvd_cmd_for_vm_on_host{host_id}",))
+
+
+def _properties_of(table: str, key: str, owner_sql: str, level: int) -> str:
+    return (
+        f"SELECT {level} AS level, pl.key, p.value FROM {table} p"
+        " JOIN qvd_object_properties_list q ON q.id = p.property_id"
+        f" JOIN properties_list pl ON pl.id = q.property_id WHERE p.{key} = ({owner_sql})"
+    )
+
+
+# OSF, then the booted DI, then user, then VM properties: later rows win.
+VM_PROPERTIES = " UNION ALL ".join([
+    _properties_of("osf_properties", "osf_id", "SELECT osf_id FROM vms WHERE id = %(vm)s", 1),
+    _properties_of("di_properties", "di_id",
+                   "SELECT current_di_id FROM vm_runtimes WHERE vm_id = %(vm)s", 2),
+    _properties_of("user_properties", "user_id", "SELECT user_id FROM vms WHERE id = %(vm)s", 3),
+    _properties_of("vm_properties", "vm_id", "SELECT %(vm)s", 4),
+]) + " ORDER BY level"
+
+
+def vm_properties(db: Database, vm_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
+    """(level, key, value) rows in precedence order."""
+    return db.run_query(VM_PROPERTIES, {"vm": vm_id})
+
+
+def mark_connected(
+    db: Database, vm_id: int, host_id: int, pid: int, now: int
+) -> defer.Deferred[Any]:
+    """``connecting`` → ``connected`` for our session; else why not ('aborted' or the state)."""
+    return db.run_interaction(_mark_connected, vm_id, host_id, pid, now)
+
+
+@defer.inlineCallbacks
+def _mark_connected(
+    cursor: Cursor, vm_id: int, host_id: int, pid: int, now: int
+) -> Generator[defer.Deferred[Any], Any, Any]:
+    yield cursor.execute(
+        "SELECT user_state, user_cmd, l7r_host_id, l7r_pid FROM vm_runtimes"
+        " WHERE vm_id = %s FOR UPDATE", (vm_id,))
+    user_state, user_cmd, holder_host, holder_pid = cursor.fetchone()
+    if user_cmd == "abort" or (holder_host, holder_pid) != (host_id, pid):
+        return "aborted"
+    if user_state != "connecting":
+        return user_state
+    yield cursor.execute(
+        "UPDATE vm_runtimes SET user_state = 'connected', user_state_ts = %s WHERE vm_id = %s",
+        (now, vm_id))
+    return "connected"
+
+
+def release_session(
+    db: Database, vm_id: int, host_id: int, pid: Optional[int], now: int
+) -> defer.Deferred[None]:
+    """Our session on the VM is over: the row says so, unless another L7R holds it now."""
+    return db.run_operation(
+        "UPDATE vm_runtimes SET user_state = 'disconnected', user_state_ts = %s,"
+        " user_cmd = NULL, l7r_host_id = NULL, l7r_pid = NULL"
+        " WHERE vm_id = %s AND l7r_host_id = %s AND l7r_pid IS NOT DISTINCT FROM %s",
+        (now, vm_id, host_id, pid))
+
+
+def sessions_to_abort(db: Database, host_id: int, pid: int) -> defer.Deferred[list[tuple[Any, ...]]]:
+    return db.run_query(
+        "SELECT vm_id FROM vm_runtimes WHERE l7r_host_id = %s AND l7r_pid = %s"
+        " AND user_cmd = 'abort'", (host_id, pid))
+
+
+def sessions_of_host(db: Database, host_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
+    """(vm id, l7r pid) of every session the L7Rs of this host hold."""
+    return db.run_query(
+        "SELECT vm_id, l7r_pid FROM vm_runtimes WHERE l7r_host_id = %s", (host_id,))
+
+
+# -- L7R authentication -----------------------------------------------------------------
+
+def tenant_by_name(db: Database, name: str) -> defer.Deferred[list[tuple[Any, ...]]]:
+    """(id, blocked) of the tenant called exactly ``name``."""
+    return db.run_query("SELECT id, blocked FROM tenants WHERE name = %s", (name,))
+
+
+def user_by_login(db: Database, tenant_id: int, login: str) -> defer.Deferred[list[tuple[Any, ...]]]:
+    """(id, blocked, password hash) of a tenant's user."""
+    return db.run_query(
+        "SELECT id, blocked, password FROM users WHERE tenant_id = %s AND login = %s",
+        (tenant_id, login))
+
+
+def user_with_tenant(db: Database, user_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
+    """(login, blocked, tenant id, tenant name, tenant blocked) of a user."""
+    return db.run_query(
+        "SELECT u.login, u.blocked, t.id, t.name, t.blocked FROM users u"
+        " JOIN tenants t ON t.id = u.tenant_id WHERE u.id = %s", (user_id,))
+
+
+def count_auth(db: Database, host_id: int, ok: bool) -> defer.Deferred[None]:
+    """One authentication attempt (and success) in ``host_counters``.
+
+    READ COMMITTED: every login bumps the same row, and ``x = x + 1`` is
+    safe there, whereas SERIALIZABLE would fail (and retry) under load.
+    """
+    return db.run_interaction(_count_auth, host_id, ok)
+
+
+@defer.inlineCallbacks
+def _count_auth(cursor: Cursor, host_id: int, ok: bool) -> Generator[defer.Deferred[Any], Any, None]:
+    yield cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    yield cursor.execute(
+        "UPDATE host_counters SET auth_attempts = auth_attempts + 1, auth_ok = auth_ok + %s"
+        " WHERE host_id = %s", (int(ok), host_id))
+
+
+def use_token(db: Database, token: str, now: int) -> defer.Deferred[Optional[tuple[Any, ...]]]:
+    """(user id, vm id, stored auth params) of a valid token; None if unknown or expired.
+
+    Expired tokens are deleted, and so are single-use ones as they are used
+    (QVD 4 set their expiration to 0, which comes to the same).
+    """
+    return db.run_interaction(_use_token, token, now)
+
+
+@defer.inlineCallbacks
+def _use_token(
+    cursor: Cursor, token: str, now: int
+) -> Generator[defer.Deferred[Any], Any, Optional[tuple[Any, ...]]]:
+    yield cursor.execute(
+        "SELECT t.user_id, t.vm_id, t.expiration, t.multi_use, p.parameters FROM user_tokens t"
+        " LEFT JOIN user_auth_parameters p ON p.id = t.auth_params_id"
+        " WHERE t.token = %s FOR UPDATE OF t", (token,))
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    user_id, vm_id, expiration, multi_use, parameters = row
+    if now > expiration or not multi_use:
+        yield cursor.execute("DELETE FROM user_tokens WHERE token = %s", (token,))
+    if now > expiration:
+        return None
+    return user_id, vm_id, parameters
+
+
+INSERT_AUTH_PARAMS = "INSERT INTO user_auth_parameters (parameters) VALUES (%s) RETURNING id"
+
+
+def insert_auth_params(db: Database, parameters: str) -> defer.Deferred[list[tuple[Any, ...]]]:
+    """A ``user_auth_parameters`` row from JSON text; its id."""
+    return db.run_query(INSERT_AUTH_PARAMS, (parameters,))
+
+
+def insert_token(
+    db: Database, token: str, user_id: int, vm_id: Optional[int], expiration: int,
+    multi_use: bool, parameters: str,
+) -> defer.Deferred[int]:
+    """A token and the auth params it carries, in one transaction; the params' id."""
+    return db.run_interaction(
+        _insert_token, token, user_id, vm_id, expiration, multi_use, parameters)
+
+
+@defer.inlineCallbacks
+def _insert_token(
+    cursor: Cursor, token: str, user_id: int, vm_id: Optional[int], expiration: int,
+    multi_use: bool, parameters: str,
+) -> Generator[defer.Deferred[Any], Any, int]:
+    yield cursor.execute(INSERT_AUTH_PARAMS, (parameters,))
+    params_id = cursor.fetchone()[0]
+    yield cursor.execute(
+        "INSERT INTO user_tokens (token, user_id, vm_id, expiration, auth_params_id, multi_use)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (token, user_id, vm_id, expiration, params_id, multi_use))
+    return params_id

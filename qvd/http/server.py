@@ -6,9 +6,10 @@ Keep-alive is implicit; only unparsable heads (400, 431), a wrong version
 (505) and a stalled head (408) close the connection.  Handler failures are
 logged and answered with a canned 500, never with a traceback.
 
-Seam for the L7R: a handler returns a ``Response``; ``writeHead`` is the
-one place a status line and headers are written, so 102 interim heads and
-a 101 handover can be added beside ``_respond`` without touching parsing.
+For the L7R, a request carries its connection's ``Channel``: the handler
+may send any number of ``102 Processing`` heads while it works, and may end
+with ``SwitchProtocols``: the server writes the ``101`` head and hands the
+raw stream, starting with any bytes already read, to another protocol.
 """
 
 from __future__ import annotations
@@ -19,14 +20,46 @@ from urllib.parse import unquote_plus
 
 from twisted.internet import interfaces
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from qvd.http.head import Head, HeadError, HeadParser, Headers, Limits, format_head, reason
 
 VERSION = "HTTP/1.1"
+
+
+class Channel:
+    """What a handler may do with its connection besides answering.
+
+    ``state`` survives between the requests of one connection (the L7R keeps
+    its per-connection authentication there); ``lost`` fires when the peer
+    has gone, so a long handler can give up early.
+    """
+
+    def __init__(self, protocol: "QVDHTTPServerProtocol"):
+        self._protocol = protocol
+        self.state: dict[str, object] = {}
+        self.lost: Deferred = Deferred()
+
+    @property
+    def peer(self) -> str:
+        address = self._protocol.transport.getPeer()
+        return getattr(address, "host", str(address))
+
+    @property
+    def connected(self) -> bool:
+        return not self.lost.called
+
+    def close(self) -> None:
+        self._protocol.transport.loseConnection()
+
+    def processing(self, headers: list[tuple[str, str]]) -> None:
+        """Send one ``102 Processing`` head (ignored once the peer is gone)."""
+        if self.connected:
+            self._protocol.writeHead(102, headers)
 
 
 @dataclass
@@ -37,6 +70,7 @@ class Request:
     method: str
     target: str
     headers: Headers
+    channel: Optional[Channel] = None
     query: list[tuple[str, Optional[str]]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,19 +105,32 @@ class Response:
         return cls(status, f"{status} {reason(status)}\n".encode("ascii"))
 
 
+@dataclass
+class SwitchProtocols:
+    """Answer ``101 Switching Protocols`` and give the raw stream to ``protocol``."""
+
+    headers: list[tuple[str, str]]
+    protocol: interfaces.IProtocol
+
+
 class IRequestHandler(Interface):
-    def handle(request: Request) -> Union[Response, Deferred]:
-        """Answer one request (a ``Response`` or a Deferred firing with one)."""
+    def handle(request: Request) -> Union[Response, SwitchProtocols, Deferred]:
+        """Answer one request (a ``Response``, a ``SwitchProtocols``, or a Deferred
+        firing with one of them)."""
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds a peer may stall: reading a head, or idle between requests."""
+    """Seconds a peer may stall: reading a head, idle between requests, and
+    (when set) from connecting to its first complete head, a TLS handshake
+    included, so that silent connections cannot pile up."""
 
     head: float = 30.0
     idle: float = 300.0
+    first: Optional[float] = None
 
 
+@implementer(interfaces.IHalfCloseableProtocol)
 class QVDHTTPServerProtocol(Protocol):
     log = Logger()
 
@@ -102,13 +149,30 @@ class QVDHTTPServerProtocol(Protocol):
         self._closing = False
         self._timer: Optional[interfaces.IDelayedCall] = None
         self._head_timer_running = False
+        self._raw: Optional[interfaces.IProtocol] = None
+        self.channel = Channel(self)
 
     def connectionMade(self) -> None:
-        self._arm(self.timeouts.idle, self._idle_expired)
+        self._arm(self.timeouts.first or self.timeouts.idle, self._idle_expired)
 
     def connectionLost(self, reason: Failure = None) -> None:
         self._closing = True
         self._disarm()
+        if self._raw is not None:
+            self._raw.connectionLost(reason)
+        if not self.channel.lost.called:
+            self.channel.lost.callback(None)
+
+    def readConnectionLost(self) -> None:
+        """The peer stopped sending: pass it on after a 101, else hang up."""
+        if interfaces.IHalfCloseableProtocol.providedBy(self._raw):
+            self._raw.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        if interfaces.IHalfCloseableProtocol.providedBy(self._raw):
+            self._raw.writeConnectionLost()
 
     # -- timers ----------------------------------------------------------
     def _arm(self, seconds: float, expired) -> None:
@@ -131,6 +195,9 @@ class QVDHTTPServerProtocol(Protocol):
 
     # -- input -----------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
+        if self._raw is not None:
+            self._raw.dataReceived(data)
+            return
         if self._closing:
             return
         self._parser.buffer += data
@@ -169,7 +236,7 @@ class QVDHTTPServerProtocol(Protocol):
             raise HeadError(400, "malformed request line")
         if len(parts) == 2 or parts[2] != VERSION:
             raise HeadError(505, "only HTTP/1.1 is spoken")
-        return Request(parts[0], parts[1], head.headers)
+        return Request(parts[0], parts[1], head.headers, self.channel)
 
     def _handler_failed(self, failure: Failure, request: Request) -> Response:
         self.log.failure(
@@ -189,14 +256,29 @@ class QVDHTTPServerProtocol(Protocol):
         self.writeHead(response.status, headers)
         self.transport.write(response.body)
 
-    def _respond(self, response: Response) -> None:
+    def _respond(self, response: Union[Response, SwitchProtocols]) -> None:
         self._busy = False
         if self._closing:
+            if isinstance(response, SwitchProtocols):  # its owner must hear it is gone
+                response.protocol.connectionLost(Failure(ConnectionDone("client went away")))
+            return
+        if isinstance(response, SwitchProtocols):
+            self._switch(response)
             return
         self._write(response)
         self.transport.resumeProducing()
         self._arm(self.timeouts.idle, self._idle_expired)
         self._process()
+
+    def _switch(self, switch: SwitchProtocols) -> None:
+        """Write the 101 head; from now on every byte belongs to ``switch.protocol``."""
+        self.writeHead(101, switch.headers)
+        self._raw = switch.protocol
+        leftover, self._parser.buffer = self._parser.buffer, b""
+        self._raw.makeConnection(self.transport)
+        if leftover:
+            self._raw.dataReceived(leftover)
+        self.transport.resumeProducing()
 
     def _fail(self, error: HeadError) -> None:
         """Answer a refused head and close: what follows cannot be trusted."""

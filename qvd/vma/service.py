@@ -84,7 +84,7 @@ def load_settings(path: Optional[str]) -> VMASettings:
 
 
 def makeService(options: Options) -> VMAService:
-    """Called by twistd (see twisted/plugins/qvd_vma.py)."""
+    """Called by twistd (see twisted/plugins/qvd_services.py)."""
     from twisted.internet import reactor
 
     return VMAService(load_settings(options["config"]), reactor)

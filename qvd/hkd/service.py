@@ -1,0 +1,244 @@
+"""``twistd qvd-hkd``: the HKD service tree and its start-up and shutdown sequences.
+
+Start (reference §2.2): database, schema 4.3.0, configuration, host
+``starting``, first heartbeat, recovery of the VMs a previous HKD left,
+agents, host ``running``, VM commands.  Stop (SIGTERM, host command
+``stop``, fencing, a heartbeat timeout): no more VM commands, host
+``stopping``, every VM stopped, agents stopped, host ``stopped``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Any, Callable, Generator, Optional
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.logger import Logger, LogLevel
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from qvd.config import GLOBAL_TENANT, Config, ConfigError
+from qvd.configwatch import ConfigWatcher
+from qvd.db import SCHEMA_VERSION, DatabaseError, connect_sync, queries
+from qvd.db.listener import Listener
+from qvd.db.pool import Database, default_reactor
+from qvd.hkd import agents
+from qvd.hkd.context import HKDContext
+from qvd.hkd.fleet import Fleet
+from qvd.hkd.hypervisor import check_hypervisor, make_hypervisor
+from qvd.hkd.once import Once
+from qvd.hkd.periodic import Periodic
+
+log = Logger()
+
+
+class StartError(Exception):
+    """The HKD cannot run on this database or configuration; the message says why."""
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", None, "node.conf to read (default $QVD_CONFIG or /etc/qvd/node.conf)"],
+    ]
+
+
+def preflight(config: Config) -> int:
+    """This node's ``hosts.id``, after checking the schema and the hypervisor.
+
+    Blocking, so only before the reactor runs: what makes the HKD unusable is
+    then a clean error and exit status from twistd.
+    """
+    nodename = config.get("nodename")
+    conn = connect_sync(config, "qvd-hkd")
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT version FROM versions WHERE component = 'schema'")
+            check_schema(cur.fetchall())
+            cur.execute("SELECT id FROM hosts WHERE name = %s", (nodename,))
+            rows = cur.fetchall()
+            cur.execute("SELECT tenant_id, key, value FROM configs WHERE tenant_id = %s",
+                        (GLOBAL_TENANT,))
+            config.replace_db_rows(cur.fetchall())
+    finally:
+        conn.close()
+    if not rows:
+        raise StartError(f"no host named {nodename!r} (nodename) in QVD-DB:"
+                         f" create it with 'qa host new name={nodename},address=<its IP>'")
+    check_hypervisor(config)
+    return rows[0][0]
+
+
+def lock_node(config: Config) -> None:
+    """Hold ``internal.hkd.lock.path`` for the life of the process: one HKD per node.
+
+    The descriptor is never closed: the kernel drops the lock when the process
+    ends.  The VMAs do not inherit it (spawnProcess closes other descriptors),
+    so a restarted HKD gets it at once and adopts them.
+    """
+    path = config.get("internal.hkd.lock.path")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartError(f"another qvd-hkd is running on this node (it holds {path})") from None
+
+
+def check_schema(rows: list[tuple[Any, ...]]) -> None:
+    if [row[0] for row in rows] != [SCHEMA_VERSION]:
+        found = ", ".join(row[0] for row in rows) or "none"
+        raise StartError(f"QVD-DB schema version is {found}, this HKD needs {SCHEMA_VERSION}")
+
+
+class HKDService(MultiService):
+    """One node's HKD; ``exit`` ends the process once an internal stop is complete."""
+
+    name = "qvd-hkd"
+
+    def __init__(self, config: Config, host_id: int, *, reactor: Any = None,
+                 exit: Optional[Callable[[], None]] = None):
+        super().__init__()
+        self.config = config
+        self.host_id = host_id
+        self.reactor = reactor or default_reactor()
+        self.exit = exit or self._stop_reactor
+        self.db: Optional[Database] = None
+        self.listener: Optional[Listener] = None
+        self.ctx: Optional[HKDContext] = None
+        self.fleet: Optional[Fleet] = None
+        self.host_state: Optional[str] = None
+        self._vm_commands: Optional[Periodic] = None
+        self._booted = Once()
+        self._stopped = Once()
+        self._stopping = False
+
+    # -- start ----------------------------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        d = self._boot()
+        d.addErrback(self._boot_failed)
+        d.addBoth(lambda _: self._booted.fire())
+
+    def _boot_failed(self, failure: Failure) -> None:
+        if failure.check(StartError, ConfigError, DatabaseError):
+            self._fatal(failure.getErrorMessage())
+        else:
+            self._fatal("start-up failed", failure)
+
+    @defer.inlineCallbacks
+    def _boot(self) -> Generator[defer.Deferred[Any], Any, None]:
+        self.db = Database(self.config, "qvd-hkd", reactor=self.reactor)
+        yield self.db.start()
+        check_schema((yield queries.schema_versions(self.db)))
+        self.listener = Listener(self.config, "qvd-hkd-listener", reactor=self.reactor)
+        yield self.listener.start()
+        watcher = ConfigWatcher(self.config, self.db, self.listener, clock=self.reactor)
+        loaded = watcher.reloaded()
+        watcher.setServiceParent(self)
+        yield loaded
+        ctx = self.ctx = HKDContext(self.config, self.db, self.reactor, self.host_id,
+                                    make_hypervisor(self.config, self.reactor))
+        self.fleet = Fleet(ctx)
+        yield self._set_host_state("starting")
+        heartbeat = agents.Heartbeat(ctx, self._fence, self._fatal)
+        heartbeat.setServiceParent(self)
+        yield heartbeat.first.wait()
+        unfinished = yield queries.unfinished_vms(self.db, self.host_id)
+        for vm_id in (yield ctx.hypervisor.reap_strays({vm_id for vm_id, _ in unfinished})):
+            log.warn("killed VM {vm_id}: it was still running here but QVD-DB gave it away",
+                     vm_id=vm_id)
+        for vm_id, state in unfinished:
+            self.fleet.recover(vm_id, state)
+        for agent in (agents.host_commands(ctx, self.listener, self._request_stop),
+                      agents.expiration_monitor(ctx, self.fleet),
+                      agents.cluster_monitor(ctx)):
+            agent.setServiceParent(self)
+        if self._stopping:
+            return
+        yield self._set_host_state("running")
+        self._vm_commands = agents.vm_commands(ctx, self.listener, self.fleet)
+        self._vm_commands.setServiceParent(self)
+        log.info("HKD running as host {host_id} ({hypervisor} hypervisor)", host_id=self.host_id,
+                 hypervisor=ctx.hypervisor.name)
+
+    @defer.inlineCallbacks
+    def _set_host_state(self, state: str) -> Generator[defer.Deferred[Any], Any, None]:
+        assert self.db is not None
+        if not (yield queries.set_host_state(self.db, self.host_id, state)):
+            raise StartError(f"host {self.host_id} has no host_runtimes row")
+        self.host_state = state
+
+    # -- stop -----------------------------------------------------------------------------
+    def stopService(self) -> defer.Deferred[None]:
+        return self.shutdown()
+
+    def shutdown(self) -> defer.Deferred[None]:
+        """Stop everything once; every caller's Deferred fires when it is done."""
+        if not self._stopping:
+            self._stopping = True
+            stopping = self._shut_down()
+            stopping.addErrback(lambda f: log.failure("HKD shutdown failed", f))
+            stopping.addBoth(lambda _: self._stopped.fire())
+        return self._stopped.wait()
+
+    @defer.inlineCallbacks
+    def _shut_down(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self._booted.wait()
+        if self._vm_commands is not None:
+            yield self._vm_commands.disownServiceParent()
+        if self.host_state is not None:
+            yield self._note_state("stopping")
+        if self.fleet is not None:
+            yield self.fleet.stop_all()
+        yield super().stopService()
+        if self.host_state is not None:
+            yield self._note_state("stopped")
+        if self.listener is not None:
+            yield self.listener.stop()
+        if self.ctx is not None:
+            self.ctx.close()
+        if self.db is not None:
+            yield self.db.close()
+        log.info("HKD stopped")
+
+    @defer.inlineCallbacks
+    def _note_state(self, state: str) -> Generator[defer.Deferred[Any], Any, None]:
+        try:
+            yield self._set_host_state(state)
+        except Exception as e:
+            log.error("cannot set host state {state}: {error}", state=state, error=e)
+
+    def _request_stop(self, why: str) -> None:
+        log.info("HKD stopping: {why}", why=why)
+        self.shutdown().addCallback(lambda _: self.exit())
+
+    def _fatal(self, why: str, failure: Optional[Failure] = None) -> None:
+        if failure is None:
+            log.critical("HKD cannot go on: {why}", why=why)
+        else:
+            log.failure("HKD cannot go on: {why}", failure, LogLevel.critical, why=why)
+        self.shutdown().addCallback(lambda _: self.exit())
+
+    def _fence(self) -> None:
+        """Another node declared us lost and released our VMs: kill them before they run twice."""
+        log.error("this host was marked lost (or removed) in QVD-DB: killing its VMs (fencing)")
+        if self.fleet is not None:
+            self.fleet.post_all("hkd_kill")
+        self._request_stop("fenced")
+
+    def _stop_reactor(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+def makeService(options: Options) -> HKDService:
+    try:
+        config = Config.load(options["config"])
+        host_id = preflight(config)
+        lock_node(config)
+    except (ConfigError, DatabaseError, StartError) as e:
+        raise usage.UsageError(str(e)) from None
+    return HKDService(config, host_id)

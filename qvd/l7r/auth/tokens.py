@@ -1,0 +1,62 @@
+"""Bearer tokens and stored auth params, as ``create_auth_token`` and friends make them.
+
+A token is 256 random bits written as 43 characters of ``[A-Za-z0-9]``
+(like Perl's Session::Token, so tokens look the same in the database); the
+client gets it base64-encoded in ``auth_token`` and sends it back as
+``Authorization: Bearer <that>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import string
+from typing import Any, Generator, Optional
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from qvd.db import queries
+from qvd.db.pool import Database, default_reactor
+from qvd.l7r.auth.interface import Auth
+
+TOKEN_ALPHABET = string.ascii_letters + string.digits
+TOKEN_LENGTH = 43  # 62**43 > 2**256
+TOKEN_LIFETIME = 86400  # seconds, as QVD 4
+
+
+def new_token() -> str:
+    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
+
+
+def token_header_value(raw: str) -> str:
+    """What a client puts after ``Bearer``: base64 without the newline QVD 4 appended."""
+    return base64.b64encode(raw.encode("utf-8")).decode("ascii")
+
+
+@defer.inlineCallbacks
+def store_auth_params(database: Database, auth: Auth) -> Generator[defer.Deferred[Any], Any, int]:
+    """A ``user_auth_parameters`` row holding ``auth.params``; its id."""
+    rows = yield queries.insert_auth_params(database, json.dumps(auth.params))
+    return rows[0][0]
+
+
+@defer.inlineCallbacks
+def create_token(
+    database: Database,
+    auth: Auth,
+    vm_id: Optional[int] = None,
+    multi_use: bool = True,
+    lifetime: int = TOKEN_LIFETIME,
+    clock: Optional[IReactorTime] = None,
+) -> Generator[defer.Deferred[Any], Any, tuple[int, str]]:
+    """(auth_params_id, raw token) of a new token for ``auth``'s user and params.
+
+    Expiry is counted on ``clock`` (the reactor), the clock the Authenticator checks it on.
+    """
+    token = new_token()
+    expiration = int((clock or default_reactor()).seconds()) + lifetime
+    params_id = yield queries.insert_token(
+        database, token, auth.user_id, vm_id, expiration, multi_use, json.dumps(auth.params))
+    return params_id, token

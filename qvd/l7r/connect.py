@@ -1,0 +1,295 @@
+"""``GET /qvd/connect_to_vm``: from an authenticated request to a spliced NX stream.
+
+The steps and messages are QVD 4's (reference §2.4), with its fixes: access
+is checked before anything is written for the VM, a failed attempt resets
+the session row at once, and an abort from a contending client is served
+by this process (see ``sessions``).  Errors from the access check on are
+``Unavailable`` (503), as QVD clients expect.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from typing import Any, Generator, Optional
+
+import psutil
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectError
+from twisted.logger import Logger
+
+from qvd.db import queries
+from qvd.http.server import Request, SwitchProtocols
+from qvd.http.simplerpc import SimpleRPCClient
+from qvd.l7r.auth import create_token
+from qvd.l7r.errors import HTTPError, Unavailable
+from qvd.l7r.sessions import Session
+from qvd.l7r.splice import SpliceEnd
+from qvd.l7r.vms import VMRow
+from qvd.loadbalancer import NoHostAvailable, VMInfo, candidate, choose_host
+
+log = Logger()
+
+CLIENT_PREFIXES = ("qvd.client.", "custom.")
+SLAVE_KEY_CHARS = string.ascii_letters + string.digits
+
+
+def slave_key() -> str:
+    return "".join(secrets.choice(SLAVE_KEY_CHARS) for _ in range(64))
+
+
+class ConnectToVM:
+    """One connect_to_vm request; ``run`` fires with the 101 or an error response."""
+
+    def __init__(self, handler: Any, request: Request):
+        self.handler = handler
+        self.ctx = handler.ctx
+        self.config = handler.ctx.config
+        self.db = handler.ctx.database
+        self.request = request
+        self.session: Optional[Session] = None
+        self.vm_end: Optional[SpliceEnd] = None
+
+    def info(self, text: str) -> None:
+        self.request.channel.processing([("X-QVD-VM-Info", text)])
+
+    def seconds(self, key: str) -> float:
+        return self.config.get_float(key)
+
+    def pause(self, key: str) -> defer.Deferred:
+        return task.deferLater(self.ctx.clock, self.seconds(key), lambda: None)
+
+    def now(self) -> int:
+        return int(time.time())
+
+    @defer.inlineCallbacks
+    def run(self) -> Generator[Any, Any, SwitchProtocols]:
+        handler = self.handler
+        node = yield handler.node(counted=True)
+        self.host_id, self.host_address = node[0], node[1]
+        auth = yield handler.authenticate(self.request)
+        handler.usable(node, check_state=False)
+        headers = self.request.headers
+        if headers.get("Connection") != "Upgrade" or headers.get("Upgrade") != "QVD/1.0":
+            raise HTTPError(426)
+        vm_id = handler.vm_id(self.request)
+        client_params = self.client_params()
+        vm = VMRow.of((yield queries.vm_row(self.db, vm_id)))
+        if vm is None:
+            raise HTTPError(404, "The requested virtual machine does not exist")
+        if not (yield self.ctx.authenticator.allow_access_to_vm(auth, vm)):
+            raise HTTPError(403, "You are not allowed to access requested virtual machine")
+        if vm.blocked:
+            raise HTTPError(403, "The requested virtual machine is offline for maintenance")
+        yield queries.set_real_user(self.db, vm_id, auth.user_id)
+        key = slave_key()
+        _, token = yield create_token(self.db, auth)
+        try:
+            result = yield self.connect(vm, auth, client_params, token, key)
+        except Unavailable:
+            yield self.give_up()
+            raise
+        except Exception as e:
+            yield self.give_up()
+            log.failure("connect_to_vm {vm_id} failed", vm_id=vm_id)
+            raise Unavailable(str(e) or type(e).__name__) from e
+        return result
+
+    def client_params(self) -> dict[str, str]:
+        params = {k: v or "" for k, v in self.request.query if k != "id"}
+        invalid = [k for k in params if not k.startswith(CLIENT_PREFIXES)]
+        if invalid:
+            raise HTTPError(403, "Invalid parameters " + " ".join(invalid))
+        return params
+
+    @defer.inlineCallbacks
+    def give_up(self) -> Generator[Any, Any, None]:
+        if self.vm_end is not None and self.vm_end.transport is not None:
+            self.vm_end.transport.loseConnection()
+        if self.session is not None:
+            yield self.ctx.sessions.release(self.session)
+
+    def check_abort(self) -> None:
+        if self.session is not None and (self.session.aborted or not self.request.channel.connected):
+            raise Unavailable(f"Aborted by contending session VM VM_ID: {self.session.vm_id}")
+
+    @defer.inlineCallbacks
+    def connect(self, vm: VMRow, auth: Any, client_params: dict[str, str], token: str,
+                key: str) -> Generator[Any, Any, SwitchProtocols]:
+        yield self.take_over(vm.id)
+        vm = yield self.reread(vm.id)
+        host_id = vm.host_id
+        if host_id is None:
+            host_id = yield self.assign_host(vm)
+        self.check_abort()
+        yield self.ctx.authenticator.before_connect_to_vm(auth)
+        vm = yield self.start_vm(vm.id, host_id)
+        params = yield self.x_params(vm, auth, client_params, token, key)
+        yield self.x_start(vm, params)
+        yield self.wait_for_x(vm)
+        yield self.connect_x(vm)
+        return self.switch(vm, key)
+
+    @defer.inlineCallbacks
+    def reread(self, vm_id: int) -> Generator[Any, Any, VMRow]:
+        vm = VMRow.of((yield queries.vm_row(self.db, vm_id)))
+        if vm is None:
+            raise Unavailable(f"VM {vm_id} was deleted")
+        return vm
+
+    # step 9
+    @defer.inlineCallbacks
+    def take_over(self, vm_id: int) -> Generator[Any, Any, None]:
+        sessions = self.ctx.sessions
+        deadline = self.ctx.clock.seconds() + self.seconds("internal.l7r.timeout.takeover")
+        while True:
+            holder = yield queries.acquire_session(
+                self.db, vm_id, self.host_id, sessions.pid, self.now())
+            if holder is None:
+                self.session = Session(vm_id, self.request.channel.close)
+                sessions.add(self.session)
+                self.info(f"Session acquired for VM_ID: {vm_id}")
+                return
+            holder_host, holder_pid = holder
+            if holder_host == self.host_id and (holder_pid is None or (
+                    holder_pid != sessions.pid and not psutil.pid_exists(holder_pid))):
+                yield sessions.forget(vm_id, holder_pid)
+                continue
+            if holder_host == self.host_id and holder_pid == sessions.pid:
+                contender = sessions.get(vm_id)
+                if contender is not None:
+                    contender.abort()
+                else:
+                    yield sessions.forget(vm_id, holder_pid)
+                    continue
+            self.info(f"Aborting contending session for VM_ID: {vm_id}")
+            if self.ctx.clock.seconds() >= deadline:
+                raise Unavailable("Unable to acquire VM, close other clients")
+            if not self.request.channel.connected:
+                raise Unavailable("client went away")
+            yield self.pause("internal.l7r.poll_time.vm")
+
+    # step 10
+    @defer.inlineCallbacks
+    def assign_host(self, vm: VMRow) -> Generator[Any, Any, int]:
+        self.info(f"Assigning VM {vm.id} to host")
+        rows = yield queries.lb_candidates(self.db)
+        try:
+            host_id = choose_host(
+                self.config, VMInfo(vm.id, vm.name, vm.user_id, vm.osf_id, vm.di_tag),
+                [candidate(row) for row in rows])
+        except NoHostAvailable as e:
+            raise Unavailable(str(e)) from None
+        if not (yield queries.assign_host(self.db, vm.id, host_id)):
+            raise Unavailable(f"Unable to start VM {vm.id}, state changed unexpectedly")
+        return host_id
+
+    # step 12
+    @defer.inlineCallbacks
+    def start_vm(self, vm_id: int, host_id: int) -> Generator[Any, Any, VMRow]:
+        vm = yield self.reread(vm_id)
+        if vm.vm_state == "stopped":
+            self.info("Starting virtual machine")
+            yield queries.request_vm_start(self.db, vm_id, host_id)
+        deadline = self.ctx.clock.seconds() + self.seconds("internal.l7r.timeout.vm_start")
+        while True:
+            vm = yield self.reread(vm_id)
+            if vm.vm_state == "running":
+                return vm
+            if vm.vm_state == "stopped" and vm.vm_cmd is None:
+                raise Unavailable(f"Failed to start virtual machine {vm_id}")
+            if self.ctx.clock.seconds() >= deadline:
+                raise Unavailable("VM didn't reach state 'running'. Timeout")
+            self.check_abort()
+            self.info("Waiting for VM to reach state 'running'")
+            yield self.pause("internal.l7r.poll_time.vm")
+
+    # step 13
+    @defer.inlineCallbacks
+    def x_params(self, vm: VMRow, auth: Any, client_params: dict[str, str], token: str,
+                 key: str) -> Generator[Any, Any, dict[str, str]]:
+        params = dict(client_params)
+        params["auth_token"] = token
+        params["host_address"] = self.host_address
+        for _, name, value in (yield queries.vm_properties(self.db, vm.id)):
+            params[name] = value
+        params.update(auth.params)
+        params["qvd.slave.key"] = key
+        return params
+
+    def rpc(self, vm: VMRow) -> SimpleRPCClient:
+        return SimpleRPCClient(self.ctx.reactor, vm.vm_address, vm.vma_port,
+                               self.seconds("internal.l7r.timeout.vma"))
+
+    # step 14
+    @defer.inlineCallbacks
+    def x_start(self, vm: VMRow, params: dict[str, str]) -> Generator[Any, Any, None]:
+        self.info(f"Starting X session at VM {vm.id}")
+        attempts = self.config.get_int("internal.l7r.retry.x_start") + 1
+        last = "no attempt"
+        for attempt in range(attempts):
+            try:
+                yield self.rpc(vm).call("x_start", params)
+                return
+            except Exception as e:  # network or RPC error: QVD retries both
+                last = str(e) or type(e).__name__
+            if attempt + 1 < attempts:
+                yield self.pause("internal.l7r.poll_time.x")
+                self.check_abort()
+        raise Unavailable(f"Unable to start X session on VM {vm.id}: {last}")
+
+    # step 15
+    @defer.inlineCallbacks
+    def wait_for_x(self, vm: VMRow) -> Generator[Any, Any, None]:
+        self.info(f"Waiting for X session to come up on VM {vm.id}")
+        started = self.ctx.clock.seconds()
+        limit = self.seconds("internal.l7r.timeout.x_start")
+        while True:
+            try:
+                state = yield self.rpc(vm).call("x_state")
+            except Exception:
+                state = None
+            if state == "listening":
+                return
+            if state not in (None, "starting", "provisioning"):
+                raise Unavailable(f"Unable to start X session on VM {vm.id}, state went to {state}")
+            if state != "provisioning" and self.ctx.clock.seconds() - started >= limit:
+                raise Unavailable(f"Unable to start X session on VM {vm.id}, operation timed out!")
+            self.check_abort()
+            yield self.pause("internal.l7r.poll_time.x")
+
+    # step 16
+    @defer.inlineCallbacks
+    def connect_x(self, vm: VMRow) -> Generator[Any, Any, None]:
+        self.info(f"Connecting X session for VM_ID: {vm.id}")
+        yield queries.count(self.db, self.host_id, "nx_attempts")
+        endpoint = TCP4ClientEndpoint(self.ctx.reactor, vm.vm_address, vm.x_port,
+                                      timeout=self.seconds("internal.l7r.timeout.vma"))
+        try:
+            self.vm_end = yield connectProtocol(endpoint, SpliceEnd())
+        except (ConnectError, OSError) as e:
+            raise Unavailable(
+                f"Unable to connect to X server  on VM VM_ID: {vm.id}: {e}") from None
+        yield queries.count(self.db, self.host_id, "nx_ok")
+        outcome = yield queries.mark_connected(
+            self.db, vm.id, self.host_id, self.ctx.sessions.pid, self.now())
+        if outcome == "aborted":
+            raise Unavailable(f"Aborted by contending session VM VM_ID: {vm.id}")
+        if outcome != "connected":
+            raise Unavailable(f"User state unexpectedly went to {outcome}")
+        self.check_abort()
+
+    # steps 17-19
+    def switch(self, vm: VMRow, key: str) -> SwitchProtocols:
+        self.info("Connection established")
+        session, vm_end, sessions = self.session, self.vm_end, self.ctx.sessions
+
+        def ended(_: SpliceEnd) -> None:
+            sessions.release(session).addErrback(
+                lambda f: log.warn("cannot release VM {vm_id}: {error}",
+                                   vm_id=session.vm_id, error=f.getErrorMessage()))
+
+        session.spliced(self.ctx.clock.seconds(), vm_end.transport.loseConnection)
+        return SwitchProtocols([("X-QVD-Slave-Key", key)], SpliceEnd(vm_end, ended))

@@ -1,0 +1,149 @@
+"""The sessions this L7R process holds, and the aborts other L7Rs ask of it.
+
+QVD 4 needed the HKD to kill an L7R process to end a session another client
+took over.  Here the L7R owns its sessions: it LISTENs on
+``qvd_cmd_for_user_on_host<host id>`` (every worker of the host hears it and
+looks for rows carrying its own pid), closes the aborted session itself and
+resets the ``vm_runtimes`` row.  A poll every
+``internal.hkd.agent.l7rkiller.delay`` seconds covers NOTIFYs lost while the
+LISTEN connection was down.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Generator, Optional
+
+import psutil
+from twisted.application.service import Service
+from twisted.internet import defer, interfaces, task
+from twisted.logger import Logger
+
+from qvd.config import Config
+from qvd.db import queries
+from qvd.db.listener import Listener
+from qvd.db.pool import Database
+
+log = Logger()
+
+
+class Session:
+    """One client's claim on a VM, from ``connecting`` to the end of its splice."""
+
+    def __init__(self, vm_id: int, close_client: Callable[[], None]):
+        self.vm_id = vm_id
+        self.aborted = False
+        self.spliced_at: Optional[float] = None
+        self._close_client = close_client
+        self._close_vm: Optional[Callable[[], None]] = None
+
+    def spliced(self, now: float, close_vm: Callable[[], None]) -> None:
+        self.spliced_at = now
+        self._close_vm = close_vm
+
+    def abort(self) -> None:
+        """Another client takes the VM: hang up on ours (the connect handler, if
+        still running, sees ``aborted`` and stops)."""
+        self.aborted = True
+        self._close_client()
+        if self._close_vm is not None:
+            self._close_vm()
+
+
+class SessionRegistry(Service):
+    name = "l7r-sessions"
+
+    def __init__(self, config: Config, database: Database, listener: Listener, host_id: int,
+                 clock: interfaces.IReactorTime, pid: Optional[int] = None):
+        self.config = config
+        self.database = database
+        self.listener = listener
+        self.host_id = host_id
+        self.clock = clock
+        self.pid = pid if pid is not None else os.getpid()
+        self._sessions: dict[int, Session] = {}
+        self._poll: Optional[task.LoopingCall] = None
+        self._channel = f"qvd_cmd_for_user_on_host{host_id}"
+
+    def now(self) -> int:
+        return int(time.time())
+
+    @defer.inlineCallbacks
+    def startService(self) -> Generator[defer.Deferred[Any], Any, None]:
+        super().startService()
+        yield self._forget_dead_holders()
+        yield self.listener.listen(self._channel, self._heard)
+        self.listener.on_reconnect(self._heard_again)
+        self._poll = task.LoopingCall(self.check_aborts)
+        self._poll.clock = self.clock
+        self._poll.start(self.config.get_float("internal.hkd.agent.l7rkiller.delay"), now=False)
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Generator[defer.Deferred[Any], Any, None]:
+        super().stopService()
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        self.listener.remove_on_reconnect(self._heard_again)
+        yield self.listener.unlisten(self._channel, self._heard)
+        for session in list(self._sessions.values()):
+            session.abort()
+
+    def _heard(self, channel: str, payload: str) -> None:
+        self.check_aborts()
+
+    def _heard_again(self) -> None:
+        self.check_aborts()
+
+    # -- bookkeeping --------------------------------------------------------
+    def add(self, session: Session) -> None:
+        self._sessions[session.vm_id] = session
+
+    def get(self, vm_id: int) -> Optional[Session]:
+        return self._sessions.get(vm_id)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    @defer.inlineCallbacks
+    def release(self, session: Session) -> Generator[defer.Deferred[Any], Any, None]:
+        """The session is over, however it ended: reset the row if it is still ours."""
+        if self._sessions.get(session.vm_id) is session:
+            del self._sessions[session.vm_id]
+        yield queries.release_session(
+            self.database, session.vm_id, self.host_id, self.pid, self.now())
+        if session.spliced_at is not None and (
+            self.clock.seconds() - session.spliced_at
+            < self.config.get_float("internal.l7r.short_session")
+        ):
+            yield queries.count(self.database, self.host_id, "short_sessions")
+
+    def check_aborts(self) -> defer.Deferred[None]:
+        d = queries.sessions_to_abort(self.database, self.host_id, self.pid)
+        d.addCallback(self._abort_rows)
+        d.addErrback(lambda f: log.warn("cannot check for session aborts: {error}",
+                                        error=f.getErrorMessage()))
+        return d
+
+    @defer.inlineCallbacks
+    def _abort_rows(self, rows: list[tuple[Any, ...]]) -> Generator[defer.Deferred[Any], Any, None]:
+        for (vm_id,) in rows:
+            session = self._sessions.get(vm_id)
+            if session is not None:
+                log.info("session on VM {vm_id} aborted for another client", vm_id=vm_id)
+                session.abort()
+            else:  # a row we no longer back (e.g. a handler that already failed)
+                yield queries.release_session(
+                    self.database, vm_id, self.host_id, self.pid, self.now())
+
+    @defer.inlineCallbacks
+    def _forget_dead_holders(self) -> Generator[defer.Deferred[Any], Any, None]:
+        """Rows held by L7R processes of this host that no longer run are released."""
+        rows = yield queries.sessions_of_host(self.database, self.host_id)
+        for vm_id, pid in rows:
+            if pid is None or (pid != self.pid and not psutil.pid_exists(pid)):
+                yield self.forget(vm_id, pid)
+
+    def forget(self, vm_id: int, pid: Optional[int]) -> defer.Deferred[None]:
+        log.info("releasing VM {vm_id} held by L7R pid {pid}, which is gone", vm_id=vm_id, pid=pid)
+        return queries.release_session(self.database, vm_id, self.host_id, pid, self.now())

@@ -1,0 +1,80 @@
+"""Extra L7R worker processes on the same port (SO_REUSEPORT), kept running.
+
+Each worker is a whole ``qvd-l7r --worker``: its own reactor, database pool
+and LISTEN connection (so it hears the aborts addressed to its own pid).
+A worker that dies is started again after a short, growing delay.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional
+
+from twisted.application.service import Service
+from twisted.internet import protocol
+from twisted.logger import Logger
+
+log = Logger()
+
+RESTART_DELAYS = (1, 2, 5, 10, 30)
+
+
+def worker_argv(config_path: Optional[str]) -> list[str]:
+    """How a worker is started: this L7R again, with ``--worker``."""
+    argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "--nodaemon", "--pidfile=", "qvd-l7r", "--worker"]
+    if config_path:
+        argv += ["--config", os.path.abspath(config_path)]
+    return argv
+
+
+class _Worker(protocol.ProcessProtocol):
+    def __init__(self, pool: "WorkerPool", slot: int):
+        self.pool = pool
+        self.slot = slot
+
+    def processEnded(self, reason: Any) -> None:
+        self.pool.ended(self)
+
+
+class WorkerPool(Service):
+    name = "l7r-workers"
+
+    def __init__(self, reactor: Any, count: int, config_path: Optional[str]):
+        self.reactor = reactor
+        self.count = count
+        self.config_path = config_path
+        self.workers: dict[int, _Worker] = {}
+        self._failures: dict[int, int] = {}
+
+    def startService(self) -> None:
+        super().startService()
+        for slot in range(self.count):
+            self.spawn(slot)
+
+    def spawn(self, slot: int) -> None:
+        if not self.running:
+            return
+        worker = _Worker(self, slot)
+        argv = worker_argv(self.config_path)
+        self.reactor.spawnProcess(worker, argv[0], argv, env=os.environ,
+                                  childFDs={0: "w", 1: 1, 2: 2})
+        self.workers[slot] = worker
+        log.info("started L7R worker {slot} (pid {pid})", slot=slot, pid=worker.transport.pid)
+
+    def ended(self, worker: _Worker) -> None:
+        if self.workers.get(worker.slot) is not worker or not self.running:
+            return
+        failures = self._failures.get(worker.slot, 0)
+        delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+        self._failures[worker.slot] = failures + 1
+        log.warn("L7R worker {slot} ended; restarting it in {delay}s", slot=worker.slot,
+                 delay=delay)
+        self.reactor.callLater(delay, self.spawn, worker.slot)
+
+    def stopService(self) -> None:
+        super().stopService()
+        for worker in self.workers.values():
+            if worker.transport is not None and worker.transport.pid is not None:
+                worker.transport.signalProcess("TERM")

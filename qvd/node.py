@@ -1,0 +1,23 @@
+"""``twistd qvd-node``: what a real node runs, the HKD and the L7R in one reactor."""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+from qvd.hkd import service as hkd
+from qvd.l7r import service as l7r
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", None, "node.conf to read (default $QVD_CONFIG or /etc/qvd/node.conf)"],
+    ]
+
+
+def makeService(options: Options) -> MultiService:
+    node = MultiService()
+    node.setName("qvd-node")
+    hkd.makeService({"config": options["config"]}).setServiceParent(node)
+    l7r.makeService({"config": options["config"], "worker": False}).setServiceParent(node)
+    return node

@@ -1,0 +1,250 @@
+"""Real HKDs for the tests: ``twistd -n qvd-hkd`` processes on a test QVD-DB.
+
+Timers are shortened so the whole lifecycle takes seconds; the VMs are real
+``qvd-vma`` processes (no X session is started, so no nxagent is needed).
+As root the sessions would run as ``nobody``: the suite never creates accounts.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import signal
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+import psutil
+from twisted.internet import reactor, threads
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
+
+from qvd.admin.cli import main as qa_main
+from qvd.http.simplerpc import SimpleRPCClient
+from tests.support.postgres import TestDatabase, drop_database, new_database
+
+TIMERS = """\
+internal.hkd.agent.ticker.delay = 0.5
+internal.hkd.agent.ticker.timeout = 20
+internal.hkd.agent.command_handler.delay = 1
+internal.hkd.agent.vm_command_handler.delay = 1
+internal.hkd.agent.expiration_monitor.delay = 0.5
+internal.hkd.agent.cluster_monitor.delay = 0.5
+internal.hkd.agent.cluster_monitor.fuzzy_delay = 0
+internal.hkd.cluster.node.timeout = 5
+internal.hkd.agent.rpc.timeout = 2
+internal.hkd.agent.rpc.retry.count = 1
+internal.hkd.agent.rpc.retry.delay = 0.2
+internal.hkd.vmhandler.vma_monitor.delay.after.ok = 0.5
+internal.hkd.vmhandler.vma_monitor.delay.after.error = 0.3
+internal.hkd.vmhandler.vma.failed.max_count.on.starting = 100
+internal.hkd.vmhandler.vma.failed.max_time.on.starting = 30
+internal.hkd.vmhandler.vma.failed.max_count.on.running = 2
+internal.hkd.vmhandler.vma.failed.max_time.on.running = 0.5
+internal.hkd.process.check.delay = 0.3
+internal.hkd.process.timeout.on_state.stopping.shutdown.waiting_for_process = 5
+internal.hkd.process.timeout.on_state.stopping.stop.waiting_for_process = 3
+internal.hkd.stopping.vms.timeout = 20
+"""
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+@inlineCallbacks
+def poll(check: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 30.0,
+         what: str = "condition"):
+    """``check()`` (blocking: run in a thread) every 0.2 s until ``until`` holds; bounded."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        value = yield threads.deferToThread(check)
+        if until(value):
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"{what}: still {value!r} after {timeout} s")
+        yield deferLater(reactor, 0.2, lambda: None)
+
+
+class _Output(ProcessProtocol):
+    def __init__(self, path: str):
+        self.log = open(path, "ab")
+        self.ended: Deferred = Deferred()
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        self.log.write(data)
+        self.log.flush()
+
+    def processEnded(self, reason) -> None:
+        self.log.close()
+        self.ended.callback(reason.value.exitCode)
+
+
+class HKD:
+    """One ``twistd -n qvd-hkd`` process."""
+
+    def __init__(self, conf: str, directory: str, wrapper: Sequence[str] = ()):
+        self.conf = conf
+        self.directory = directory
+        self.wrapper = list(wrapper)
+        self.log_path = os.path.join(directory, "hkd.log")
+        self.protocol: Optional[_Output] = None
+        self.process: Any = None
+
+    def start(self) -> None:
+        self.protocol = _Output(self.log_path)
+        argv = self.wrapper + [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "qvd-hkd",
+                               "--config", self.conf]
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        self.process = reactor.spawnProcess(self.protocol, argv[0], argv, env=env,
+                                            path=self.directory)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self, name: str = "KILL") -> Deferred:
+        if self.protocol is not None and not self.protocol.ended.called:
+            self.process.signalProcess(name)
+        return self.ended()
+
+    def ended(self) -> Deferred:
+        d: Deferred = Deferred()
+        assert self.protocol is not None
+        self.protocol.ended.addBoth(lambda r: (d.callback(r), r)[1])
+        return d
+
+    def output(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+class HKDTestCase(unittest.TestCase):
+    """A QVD-DB with one host, OSF, DI and user, and helpers to run HKDs on it."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.db: TestDatabase = new_database()
+        self.addCleanup(drop_database, self.db)
+        self.root = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.root, "storage", "staging"))
+        os.chmod(self.root, 0o755)
+        self.admin_conf = self.db.write_conf(self.root, self.node_extra(self.root))
+        image = os.path.join(self.root, "storage", "staging", "desk.tar.gz")
+        with open(image, "wb") as f:
+            f.write(b"a DI the process hypervisor does not unpack")
+        self.qa("osf new name=desk")
+        self.qa(f"di new disk_image={image},osf=desk")
+        self.qa("user new login=alice,password=s3cret")
+        self.hkds: list[HKD] = []
+        self.addCleanup(self._kill_everything)
+
+    def node_extra(self, root: str, nodename: str = "test-node") -> str:
+        account = "vm.process.account = nobody\n" if os.geteuid() == 0 else ""
+        return (f"nodename = {nodename}\nvm.hypervisor = process\npath.run = {root}/run\n"
+                f"path.log = {root}/log\npath.storage.root = {root}/storage\n"
+                f"{account}{TIMERS}")
+
+    def qa(self, line: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        code = qa_main(["-c", self.admin_conf] + shlex.split(line), out, err)
+        if code != 0:
+            raise AssertionError(f"qa {line}: {err.getvalue().strip()}")
+        return out.getvalue()
+
+    def qa_fails(self, line: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(qa_main(["-c", self.admin_conf] + shlex.split(line), out, err), 1)
+        return err.getvalue().strip()
+
+    def new_vm(self, name: str) -> int:
+        self.qa(f"vm new name={name},user=alice,osf=desk")
+        return self.db.query("SELECT id FROM vms WHERE name = %s", (name,))[0][0]
+
+    def host(self, name: str = "test-node", address: str = "127.0.0.1",
+             extra: str = "") -> tuple[int, str]:
+        """A host row and a node.conf (own storage) for an HKD serving it."""
+        self.qa(f"host new name={name},address={address}")
+        host_id = self.db.query("SELECT id FROM hosts WHERE name = %s", (name,))[0][0]
+        directory = os.path.join(self.root, name)
+        os.makedirs(directory, exist_ok=True)
+        os.chmod(directory, 0o755)
+        conf = self.db.write_conf(directory, self.node_extra(directory, name) + extra)
+        return host_id, conf
+
+    @inlineCallbacks
+    def start_hkd(self, conf: str, host_id: int, wrapper: Sequence[str] = ()):
+        """An HKD process (its argv after ``wrapper``), once its host is ``running``."""
+        hkd = HKD(conf, os.path.dirname(conf), wrapper)
+        self.hkds.append(hkd)
+        hkd.start()
+        yield self.wait_host(host_id, "running")
+        return hkd
+
+    @inlineCallbacks
+    def _kill_everything(self):
+        for hkd in self.hkds:
+            if hkd.protocol is not None and not hkd.protocol.ended.called:
+                yield hkd.kill("KILL")
+        yield threads.deferToThread(kill_vmas, self.root)
+
+    # -- observations ------------------------------------------------------------------------
+    def wait_host(self, host_id: int, state: str, timeout: float = 30.0) -> Deferred:
+        return self.poll(lambda: self.host_state(host_id), lambda s: s == state, timeout,
+                         f"host {host_id} state")
+
+    def host_state(self, host_id: int) -> str:
+        return self.db.query("SELECT state FROM host_runtimes WHERE host_id = %s", (host_id,))[0][0]
+
+    def vm_row(self, vm_id: int) -> dict[str, Any]:
+        columns = ("vm_state", "host_id", "vm_address", "vm_vma_port", "vm_x_port", "vm_pid",
+                   "vm_cmd", "vm_state_ts")
+        row = self.db.query(f"SELECT {', '.join(columns)} FROM vm_runtimes WHERE vm_id = %s",
+                            (vm_id,))[0]
+        return dict(zip(columns, row))
+
+    def wait_vm(self, vm_id: int, state: str, timeout: float = 40.0) -> Deferred:
+        return self.poll(lambda: self.vm_row(vm_id), lambda r: r["vm_state"] == state, timeout,
+                         f"vm {vm_id} state")
+
+    def poll(self, check: Callable[[], Any], until: Callable[[Any], bool], timeout: float,
+             what: str) -> Deferred:
+        """``poll``, failing with the end of every HKD's log (what a reader needs)."""
+        def explain(failure):
+            failure.trap(AssertionError)
+            logs = "".join(f"\n--- {h.log_path}\n" + "".join(h.output().splitlines(True)[-40:])
+                           for h in self.hkds)
+            raise AssertionError(f"{failure.value}{logs}")
+
+        return poll(check, until, timeout, what).addErrback(explain)
+
+    def vma_pids(self) -> list[int]:
+        """Every qvd-vma process of this test, running or not yet reaped."""
+        return [p.pid for p in psutil.process_iter(["cmdline", "status"])
+                if is_vma(p, self.root) and p.info["status"] != psutil.STATUS_ZOMBIE]
+
+    def ping(self, row: dict[str, Any]) -> Deferred:
+        return SimpleRPCClient(reactor, row["vm_address"], row["vm_vma_port"], 5).call("ping")
+
+
+def kill_vmas(root: str) -> None:
+    """Whatever qvd-vma a test left running under ``root``."""
+    for process in psutil.process_iter(["cmdline"]):
+        if is_vma(process, root):
+            try:
+                process.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+
+
+def is_vma(process: psutil.Process, root: str) -> bool:
+    cmdline = process.info["cmdline"] or []
+    return "qvd-vma" in cmdline and any(arg.startswith(root) for arg in cmdline)
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

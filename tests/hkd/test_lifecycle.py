@@ -1,0 +1,149 @@
+"""A VM's life through ``qa`` and a real HKD with real VMAs."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from twisted.internet.defer import inlineCallbacks
+
+from tests.hkd.support import HKDTestCase, pid_gone
+
+PORT_COLUMNS = ("host_id", "vm_address", "vm_vma_port", "vm_x_port", "vm_pid", "vm_cmd")
+
+
+class VMLifecycleTests(HKDTestCase):
+    @inlineCallbacks
+    def test_start_and_stop(self):
+        host_id, conf = self.host()
+        yield self.start_hkd(conf, host_id)
+        vm_id = self.new_vm("v1")
+        self.qa(f"vm id={vm_id} start")
+        row = yield self.wait_vm(vm_id, "running")
+        self.assertEqual(row["host_id"], host_id)
+        self.assertEqual(row["vm_address"], "127.0.0.1")
+        self.assertGreater(row["vm_vma_port"], 0)
+        self.assertGreater(row["vm_x_port"], 4000)
+        self.assertEqual((yield self.ping(row)), 1)
+        self.assertEqual(self.db.query("SELECT run_attempts, run_ok FROM vm_counters"
+                                       " WHERE vm_id = %s", (vm_id,)), [(1, 1)])
+        self.assertIn("only a stopped vm can be started", self.qa_fails(f"vm id={vm_id} start"))
+
+        self.qa(f"vm id={vm_id} stop")
+        stopped = yield self.wait_vm(vm_id, "stopped")
+        self.assertEqual({k: stopped[k] for k in PORT_COLUMNS}, dict.fromkeys(PORT_COLUMNS))
+        self.assertTrue(pid_gone(row["vm_pid"]))
+        self.assertIn("only a starting, running or debugging vm can be stopped",
+                      self.qa_fails(f"vm id={vm_id} stop"))
+
+    @inlineCallbacks
+    def test_a_killed_vma_is_detected_and_the_vm_stopped(self):
+        host_id, conf = self.host()
+        yield self.start_hkd(conf, host_id)
+        vm_id = self.new_vm("v1")
+        self.qa(f"vm id={vm_id} start")
+        row = yield self.wait_vm(vm_id, "running")
+        os.kill(row["vm_pid"], signal.SIGKILL)
+        stopped = yield self.wait_vm(vm_id, "stopped")
+        self.assertIsNone(stopped["host_id"])
+
+    @inlineCallbacks
+    def test_a_vma_that_stops_answering_is_killed(self):
+        """SIGSTOP: the process lives on but the VMA is silent, so the monitor kills it."""
+        host_id, conf = self.host()
+        yield self.start_hkd(conf, host_id)
+        vm_id = self.new_vm("v1")
+        self.qa(f"vm id={vm_id} start")
+        row = yield self.wait_vm(vm_id, "running")
+        os.kill(row["vm_pid"], signal.SIGSTOP)
+        yield self.wait_vm(vm_id, "stopped")
+        self.assertTrue(pid_gone(row["vm_pid"]))
+
+    @inlineCallbacks
+    def test_a_vm_without_a_di_for_its_tag_goes_back_to_stopped(self):
+        host_id, conf = self.host()
+        yield self.start_hkd(conf, host_id)
+        self.qa("vm new name=v1,user=alice,osf=desk,di_tag=nosuchtag")
+        vm_id = self.db.query("SELECT id FROM vms WHERE name = 'v1'")[0][0]
+        self.qa(f"vm id={vm_id} start")
+        yield self.poll(lambda: self.vm_row(vm_id), lambda r: r["host_id"] is None, 30, "release")
+        self.assertEqual(self.vm_row(vm_id)["vm_state"], "stopped")
+
+
+class RestartTests(HKDTestCase):
+    @inlineCallbacks
+    def test_sigkilled_hkd_readopts_its_vms(self):
+        host_id, conf = self.host()
+        hkd = yield self.start_hkd(conf, host_id)
+        vms = [self.new_vm(f"v{i}") for i in range(3)]
+        for vm_id in vms:
+            self.qa(f"vm id={vm_id} start")
+        rows = {}
+        for vm_id in vms:
+            rows[vm_id] = yield self.wait_vm(vm_id, "running")
+        yield hkd.kill("KILL")
+        lost = vms[2]
+        os.kill(rows[lost]["vm_pid"], signal.SIGKILL)
+        yield self.poll(lambda: pid_gone(rows[lost]["vm_pid"]), bool, 10, "VMA death")
+
+        yield self.start_hkd(conf, host_id)
+        yield self.wait_vm(lost, "stopped")
+        for vm_id in vms[:2]:
+            row = self.vm_row(vm_id)
+            self.assertEqual((row["vm_state"], row["vm_pid"], row["vm_vma_port"]),
+                             ("running", rows[vm_id]["vm_pid"], rows[vm_id]["vm_vma_port"]))
+            self.assertEqual((yield self.ping(row)), 1)
+        self.assertEqual(sorted(self.vma_pids()), sorted(rows[v]["vm_pid"] for v in vms[:2]))
+
+        self.qa(f"vm id={vms[0]} stop")
+        yield self.wait_vm(vms[0], "stopped")
+        self.assertTrue(pid_gone(rows[vms[0]]["vm_pid"]))
+        self.assertEqual(self.vm_row(vms[1])["vm_state"], "running")
+
+    @inlineCallbacks
+    def test_a_vm_given_away_while_the_hkd_was_down_is_killed(self):
+        """What the cluster monitor does to a lost host's VMs: the restarted HKD must
+        not keep running them (another host may start them)."""
+        host_id, conf = self.host()
+        hkd = yield self.start_hkd(conf, host_id)
+        vm_id = self.new_vm("v1")
+        self.qa(f"vm id={vm_id} start")
+        pid = (yield self.wait_vm(vm_id, "running"))["vm_pid"]
+        yield hkd.kill("KILL")
+        self.db.query("UPDATE vm_runtimes SET vm_state = 'stopped', host_id = NULL")
+        yield self.start_hkd(conf, host_id)
+        yield self.poll(lambda: pid_gone(pid), bool, 10, "stray VMA")
+        self.assertEqual(self.vma_pids(), [])
+
+    @inlineCallbacks
+    def test_sigterm_stops_every_vm_then_the_host(self):
+        host_id, conf = self.host()
+        hkd = yield self.start_hkd(conf, host_id)
+        vms = [self.new_vm(f"v{i}") for i in range(2)]
+        for vm_id in vms:
+            self.qa(f"vm id={vm_id} start")
+        pids = []
+        for vm_id in vms:
+            pids.append((yield self.wait_vm(vm_id, "running"))["vm_pid"])
+        yield hkd.kill("TERM")
+        self.assertEqual(self.host_state(host_id), "stopped")
+        for vm_id, pid in zip(vms, pids):
+            self.assertEqual(self.vm_row(vm_id)["vm_state"], "stopped")
+            self.assertTrue(pid_gone(pid))
+
+    @inlineCallbacks
+    def test_host_stop_command(self):
+        host_id, conf = self.host()
+        hkd = yield self.start_hkd(conf, host_id)
+        vm_id = self.new_vm("v1")
+        self.qa(f"vm id={vm_id} start")
+        pid = (yield self.wait_vm(vm_id, "running"))["vm_pid"]
+        ended = hkd.ended()
+        self.db.query("UPDATE host_runtimes SET cmd = 'stop' WHERE host_id = %s", (host_id,))
+        self.db.query(f"NOTIFY qvd_cmd_for_host{host_id}")
+        yield ended
+        self.assertEqual(self.host_state(host_id), "stopped")
+        self.assertEqual(self.vm_row(vm_id)["vm_state"], "stopped")
+        self.assertTrue(pid_gone(pid))
+        self.assertIsNone(self.db.query("SELECT cmd FROM host_runtimes WHERE host_id = %s",
+                                        (host_id,))[0][0])

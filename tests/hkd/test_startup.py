@@ -1,0 +1,57 @@
+"""``twistd qvd-hkd`` refuses what it cannot run on, with one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from twisted.internet import threads
+from twisted.internet.defer import inlineCallbacks
+
+from tests.hkd.support import ROOT, TWISTD, HKDTestCase
+
+
+class StartupTests(HKDTestCase):
+    def twistd(self, conf: str) -> "threads.Deferred":
+        argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "qvd-hkd", "--config", conf]
+        return threads.deferToThread(subprocess.run, argv, capture_output=True, text=True,
+                                     timeout=60, cwd=self.root,
+                                     env=dict(os.environ, PYTHONPATH=ROOT))
+
+    @inlineCallbacks
+    def test_missing_host_row(self):
+        _, conf = self.host()
+        self.db.query("DELETE FROM hosts")
+        result = yield self.twistd(conf)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("no host named 'test-node' (nodename) in QVD-DB",
+                      result.stderr + result.stdout)
+
+    @inlineCallbacks
+    def test_other_schema_version(self):
+        _, conf = self.host()
+        self.db.query("UPDATE versions SET version = '4.2.0' WHERE component = 'schema'")
+        result = yield self.twistd(conf)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("QVD-DB schema version is 4.2.0, this HKD needs 4.3.0",
+                      result.stderr + result.stdout)
+
+    @inlineCallbacks
+    def test_one_hkd_per_node(self):
+        host_id, conf = self.host()
+        yield self.start_hkd(conf, host_id)
+        result = yield self.twistd(conf)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("another qvd-hkd is running on this node", result.stderr + result.stdout)
+        self.assertEqual(self.host_state(host_id), "running")
+
+    @inlineCallbacks
+    def test_unavailable_hypervisor(self):
+        """QVD 4's default is lxc; this release has the process hypervisor only."""
+        _, conf = self.host()
+        self.qa("config set key=vm.hypervisor,value=lxc")
+        result = yield self.twistd(conf)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("vm.hypervisor = 'lxc' is not available in this release (available: process)",
+                      result.stderr + result.stdout)

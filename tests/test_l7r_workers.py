@@ -1,0 +1,100 @@
+"""``l7r.processes``: several real L7R processes share the port and are kept running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from typing import Any, Generator
+
+import psutil
+from twisted.internet import defer, reactor, threads
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
+
+from qvd.pgcluster import free_port
+from tests.support.postgres import drop_database, new_database
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+class _Quiet(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        self.output += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+
+
+def listeners(port: int) -> set[int]:
+    """Pids with a socket listening on ``port``."""
+    return {c.pid for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid}
+
+
+def ping(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /qvd/ping HTTP/1.1\n\n")
+        return s.recv(4096)
+
+
+class WorkerTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def until(self, check: Any, what: str, timeout: float = 20) -> Generator[Any, Any, Any]:
+        """Bounded wait for a condition on real processes."""
+        deadline = reactor.seconds() + timeout
+        while True:
+            value = yield threads.deferToThread(check)
+            if value:
+                return value
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"{what} did not happen within {timeout} s")
+            yield deferLater(reactor, 0.2, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_workers_share_the_port_and_are_restarted(self) -> Generator[Any, Any, None]:
+        db = new_database()
+        self.addCleanup(drop_database, db)
+        db.query("INSERT INTO hosts (name, address, frontend, backend)"
+                 " VALUES ('test-node', '127.0.0.1', true, true)")
+        db.query("INSERT INTO host_runtimes (host_id, state, blocked)"
+                 " SELECT id, 'running', false FROM hosts")
+        db.query("INSERT INTO host_counters (host_id) SELECT id FROM hosts")
+        port = free_port()
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        conf = db.write_conf(directory, f"l7r.use_ssl = 0\nl7r.port = {port}\n"
+                                        "l7r.processes = 3\nl7r.address = 127.0.0.1\n")
+        output = _Quiet()
+        argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "qvd-l7r", "--config", conf]
+        main = reactor.spawnProcess(output, argv[0], argv, env=dict(os.environ, PYTHONPATH=ROOT),
+                                    path=directory)
+        self.addCleanup(lambda: output.ended if output.ended.called else (
+            main.signalProcess("KILL"), output.ended)[1])
+
+        pids = yield self.until(lambda: len(listeners(port)) == 3 and listeners(port),
+                                "three listening L7R processes")
+        self.assertIn(main.pid, pids)
+        answers = yield threads.deferToThread(lambda: [ping(port) for _ in range(30)])
+        self.assertTrue(all(a.endswith(b"I am alive!\r\n") for a in answers), answers[:1])
+
+        victim = next(pid for pid in pids if pid != main.pid)
+        os.kill(victim, signal.SIGKILL)
+        replaced = yield self.until(
+            lambda: len(listeners(port)) == 3 and victim not in listeners(port)
+            and listeners(port), "a replacement worker")
+        self.assertEqual(len(replaced - pids), 1)
+
+        main.signalProcess("TERM")
+        yield output.ended
+        remaining = yield self.until(lambda: not listeners(port) or None, "all workers ending")
+        self.assertTrue(remaining)

@@ -1,0 +1,5 @@
+"""The built-in L7R authentication plugins, found by name by ``qvd.l7r.auth``."""
+
+from qvd.l7r.auth.default import default
+
+__all__ = ["default"]
