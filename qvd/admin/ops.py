@@ -20,7 +20,7 @@ import psycopg2.errorcodes
 
 from qvd.admin.command import Command
 from qvd.admin.filters import FilterError, parse, to_sql
-from qvd.admin.objects import CONFIG, DI, HOST, KINDS, OSF, TENANT, USER, VM, ObjectKind
+from qvd.admin.objects import CONFIG, DI, KINDS, OSF, TENANT, USER, VM, ObjectKind
 from qvd.config import Config
 from qvd.db import SERIALIZATION_FAILURE
 from qvd.db.queries import LB_CANDIDATES

@@ -240,5 +240,5 @@ def makeService(options: Options) -> HKDService:
         host_id = preflight(config)
         lock_node(config)
     except (ConfigError, DatabaseError, StartError) as e:
-        raise usage.UsageError(str(e)) from None
+        raise SystemExit(f"qvd-hkd cannot start: {e}") from None  # one line, no traceback
     return HKDService(config, host_id)

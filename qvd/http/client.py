@@ -15,8 +15,8 @@ from typing import Optional
 
 from twisted.internet import interfaces
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from qvd.http.head import HeadError, HeadParser, Headers, Limits, format_head
@@ -87,6 +87,23 @@ class _ResponseReader(Protocol):
             self.finished.errback(ResponseError("connection closed before a complete response"))
 
 
+class _OneConnection(Factory):
+    """Like ``connectProtocol``'s factory, without a log line per connection."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol):
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self._protocol
+
+
+def quiet_connect(endpoint: interfaces.IStreamClientEndpoint, protocol: Protocol) -> Deferred:
+    """Connect ``protocol`` through ``endpoint``; fires with it once connected."""
+    return endpoint.connect(_OneConnection(protocol))
+
+
 def get(
     reactor: interfaces.IReactorTCP,
     host: str,
@@ -98,6 +115,6 @@ def get(
     """GET ``target``; fires with a ``ClientResponse``, or fails (TimeoutError on stall)."""
     request = format_head(f"GET {target} {VERSION}", [("User-Agent", USER_AGENT)])
     reader = _ResponseReader(request, limits)
-    d = connectProtocol(TCP4ClientEndpoint(reactor, host, port, timeout=timeout), reader)
+    d = quiet_connect(TCP4ClientEndpoint(reactor, host, port, timeout=timeout), reader)
     d.addCallback(lambda _: reader.finished)
     return d.addTimeout(timeout, reactor)

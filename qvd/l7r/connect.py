@@ -16,11 +16,12 @@ from typing import Any, Generator, Optional
 
 import psutil
 from twisted.internet import defer, task
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectError
 from twisted.logger import Logger
 
 from qvd.db import queries
+from qvd.http.client import quiet_connect
 from qvd.http.server import Request, SwitchProtocols
 from qvd.http.simplerpc import SimpleRPCClient
 from qvd.l7r.auth import create_token
@@ -268,7 +269,7 @@ class ConnectToVM:
         endpoint = TCP4ClientEndpoint(self.ctx.reactor, vm.vm_address, vm.x_port,
                                       timeout=self.seconds("internal.l7r.timeout.vma"))
         try:
-            self.vm_end = yield connectProtocol(endpoint, SpliceEnd())
+            self.vm_end = yield quiet_connect(endpoint, SpliceEnd())
         except (ConnectError, OSError) as e:
             raise Unavailable(
                 f"Unable to connect to X server  on VM VM_ID: {vm.id}: {e}") from None

@@ -120,6 +120,7 @@ class L7RService(MultiService):
         host_id = rows[0][0]
         sessions = SessionRegistry(config, database, listener, host_id, self.reactor)
         sessions.setServiceParent(self)
+        yield sessions.started
         self.sessions = sessions
         context = L7RContext(config, database, Authenticator(config, database, host_id,
                                                              clock=self.reactor),

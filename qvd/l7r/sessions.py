@@ -64,14 +64,19 @@ class SessionRegistry(Service):
         self.pid = pid if pid is not None else os.getpid()
         self._sessions: dict[int, Session] = {}
         self._poll: Optional[task.LoopingCall] = None
+        self.started: defer.Deferred = defer.Deferred()
         self._channel = f"qvd_cmd_for_user_on_host{host_id}"
 
     def now(self) -> int:
         return int(time.time())
 
-    @defer.inlineCallbacks
-    def startService(self) -> Generator[defer.Deferred[Any], Any, None]:
+    def startService(self) -> None:
         super().startService()
+        self.started = self._start()
+
+    @defer.inlineCallbacks
+    def _start(self) -> Generator[defer.Deferred[Any], Any, None]:
+        """Listen for aborts before the L7R takes its first request."""
         yield self._forget_dead_holders()
         yield self.listener.listen(self._channel, self._heard)
         self.listener.on_reconnect(self._heard_again)
@@ -82,6 +87,7 @@ class SessionRegistry(Service):
     @defer.inlineCallbacks
     def stopService(self) -> Generator[defer.Deferred[Any], Any, None]:
         super().stopService()
+        yield self.started
         if self._poll is not None and self._poll.running:
             self._poll.stop()
         self.listener.remove_on_reconnect(self._heard_again)

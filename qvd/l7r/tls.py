@@ -14,6 +14,7 @@ import stat
 from typing import Optional
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from twisted.internet.ssl import ContextFactory
 from twisted.logger import Logger
@@ -77,12 +78,11 @@ def build_context(config: Config) -> SSL.Context:
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     try:
         context.set_cipher_list(config.get("l7r.options.SSL_cipher_list").encode("ascii"))
-        context.use_certificate(crypto.load_certificate(crypto.FILETYPE_PEM,
-                                                        _material(config, "cert")))
-        context.use_privatekey(crypto.load_privatekey(crypto.FILETYPE_PEM,
-                                                      _material(config, "key")))
+        context.use_certificate(x509.load_pem_x509_certificate(_material(config, "cert")))
+        context.use_privatekey(serialization.load_pem_private_key(_material(config, "key"),
+                                                                  password=None))
         context.check_privatekey()
-    except (SSL.Error, crypto.Error) as e:
+    except (SSL.Error, crypto.Error, ValueError, TypeError) as e:
         raise TLSConfigError(f"unusable L7R TLS certificate, key or ciphers: {e}") from None
     if config.get_bool("l7r.client.cert.require"):
         _require_client_certificates(config, context)
@@ -96,9 +96,8 @@ def _require_client_certificates(config: Config, context: SSL.Context) -> None:
                              " (qa config ssl ca=FILE) or create path.l7r.ssl.ca")
     store = context.get_cert_store()
     try:
-        for block in ca.split(b"-----END CERTIFICATE-----")[:-1]:
-            store.add_cert(crypto.load_certificate(
-                crypto.FILETYPE_PEM, block + b"-----END CERTIFICATE-----\n"))
+        for certificate in x509.load_pem_x509_certificates(ca):
+            store.add_cert(certificate)
         crl = _material(config, "crl")
         if crl is not None:
             store.add_crl(x509.load_pem_x509_crl(crl))

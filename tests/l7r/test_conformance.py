@@ -1,0 +1,169 @@
+"""The golden transcripts of protocols/l7r-http.md, replayed byte for byte against an
+in-process L7R (plain HTTP on loopback) on a real QVD-DB holding the document's fixture."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Generator
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from tests.l7r.support import Node, apply_fixture, make_node, replay, start_l7r, transcripts
+
+TRANSCRIPTS = transcripts()
+
+
+class L7RTestCase(unittest.TestCase):
+    """One fresh database with the document's fixture and one L7R per test;
+    ``conf`` is extra node.conf text."""
+
+    conf = ""
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Generator[defer.Deferred[Any], Any, None]:
+        node = make_node(self, self.conf, register=False)
+        apply_fixture(node)
+        self.node: Node = yield start_l7r(self, node)
+        self.captured: dict[str, bytes] = {}
+
+    def replay(self, name: str) -> defer.Deferred[None]:
+        return replay(self, self.node.port, TRANSCRIPTS[name], self.captured)
+
+    def vm_runtime(self, vm_id: int) -> tuple:
+        return self.node.sql("SELECT vm_state, vm_cmd, user_state, real_user_id, host_id"
+                             " FROM vm_runtimes WHERE vm_id = %s", (vm_id,))[0]
+
+
+class ConformanceTests(L7RTestCase):
+
+    def test_every_transcript_is_replayed(self) -> None:
+        source = open(__file__).read()
+        self.assertEqual([name for name in TRANSCRIPTS if f'"{name}"' not in source], [])
+
+    # -- ping ----------------------------------------------------------------------------------
+    def test_ping(self) -> defer.Deferred[None]:
+        return self.replay("ping")
+
+    @defer.inlineCallbacks
+    def test_ping_unregistered(self) -> Generator[defer.Deferred[Any], Any, None]:
+        self.node.qa("qa host name=test-node del")
+        yield self.replay("ping-unregistered")
+
+    @defer.inlineCallbacks
+    def test_ping_blocked(self) -> Generator[defer.Deferred[Any], Any, None]:
+        self.node.qa("qa host name=test-node block")
+        yield self.replay("ping-blocked")
+
+    @defer.inlineCallbacks
+    def test_ping_stopped(self) -> Generator[defer.Deferred[Any], Any, None]:
+        self.node.sql("UPDATE host_runtimes SET state = 'stopped'")
+        yield self.replay("ping-stopped")
+
+    # -- listings ------------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def test_list_of_vm(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay("list-of-vm")
+        self.assertEqual(self.node.counters(), (1, 1, 1))
+
+    def test_list_of_applications(self) -> defer.Deferred[None]:
+        return self.replay("list-of-applications")
+
+    def test_tenant_normalised(self) -> defer.Deferred[None]:
+        return self.replay("tenant-normalised")
+
+    @defer.inlineCallbacks
+    def test_list_of_vm_node_stopped(self) -> Generator[defer.Deferred[Any], Any, None]:
+        self.node.sql("UPDATE host_runtimes SET state = 'stopped'")
+        yield self.replay("list-of-vm-node-stopped")
+        self.assertEqual(self.node.counters(), (1, 1, 1))
+
+    @defer.inlineCallbacks
+    def test_keep_alive(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay("keep-alive")
+        self.assertEqual(self.node.counters(), (2, 1, 1), "(http_requests, attempts, ok)")
+
+    # -- authenticate_user, tokens -------------------------------------------------------------
+    @defer.inlineCallbacks
+    def test_authenticate_user(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay("authenticate-user")
+        self.assertEqual(self.node.sql("SELECT * FROM user_auth_parameters"), [])
+        self.assertEqual(self.node.counters(), (0, 1, 1))
+
+    @defer.inlineCallbacks
+    def test_authenticate_user_store(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay("authenticate-user-store")
+        (stored,), = self.node.sql("SELECT parameters FROM user_auth_parameters WHERE id = 10000")
+        self.assertEqual(json.loads(stored) if isinstance(stored, str) else stored,
+                         {"qvd.vm.user.name": "alice"})
+
+    @defer.inlineCallbacks
+    def test_create_auth_token_then_bearer(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay("create-auth-token")
+        rows = self.node.sql("SELECT user_id, vm_id, multi_use, auth_params_id,"
+                             " expiration - extract(epoch FROM now())::int FROM user_tokens")
+        self.assertEqual(len(rows), 1)
+        user_id, vm_id, multi_use, params_id, lifetime = rows[0]
+        self.assertEqual((user_id, vm_id, multi_use, params_id), (10000, None, True, 10000))
+        self.assertLessEqual(abs(lifetime - 86400), 60, "expires in 24 h")
+        # multi_use honoured: the token works on several connections, not only this one
+        yield self.replay("bearer")
+        yield self.replay("bearer")
+        self.assertEqual(self.node.counters(), (2, 3, 3))
+
+    # -- stop_vm -------------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def test_stop_vm(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay("stop-vm")
+        self.assertEqual(self.vm_runtime(10000)[:2], ("stopped", None))
+        self.assertEqual(self.node.counters(), (4, 1, 1))
+
+    # -- connect_to_vm -------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def test_connect_refused(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay("connect-refused")
+        for vm_id in (10000, 10002, 10003):  # nothing written for any VM
+            self.assertEqual(self.vm_runtime(vm_id),
+                             ("stopped", None, "disconnected", None, None))
+        self.assertEqual(self.node.sql("SELECT count(*) FROM user_tokens"), [(0,)])
+        self.assertEqual(self.node.counters(), (6, 1, 1))
+
+    @defer.inlineCallbacks
+    def test_connect_node_blocked(self) -> Generator[defer.Deferred[Any], Any, None]:
+        self.node.qa("qa host name=test-node block")
+        yield self.replay("connect-node-blocked")
+        self.assertEqual(self.vm_runtime(10000), ("stopped", None, "disconnected", None, None))
+        self.assertEqual(self.node.counters(), (1, 1, 1))
+
+    # -- authentication failures ---------------------------------------------------------------
+    @defer.inlineCallbacks
+    def test_unauthorized(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay("unauthorized")
+        self.assertEqual(self.node.counters(), (5, 6, 0))
+
+    # -- the dialect ---------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def test_not_found(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay("not-found")
+        self.assertEqual(self.node.counters(), (0, 0, 0))
+
+    def test_wrong_version(self) -> defer.Deferred[None]:
+        return self.replay("wrong-version")
+
+    def test_no_version(self) -> defer.Deferred[None]:
+        return self.replay("no-version")
+
+    def test_bad_header(self) -> defer.Deferred[None]:
+        return self.replay("bad-header")
+
+
+class ThrottledTests(L7RTestCase):
+    """The same L7R with a low brute-force limit (only its own transcript)."""
+
+    conf = "l7r.auth.throttle.max_failures = 2\n"
+
+    @defer.inlineCallbacks
+    def test_throttled(self) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay("throttled")
+        # the throttled third attempt ran no plugin and was not counted
+        self.assertEqual(self.node.counters(), (3, 2, 0))
