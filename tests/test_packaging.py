@@ -39,7 +39,7 @@ class FreshInstallTests(unittest.TestCase):
             ".venv", "data", ".git", "build", "*.egg-info", "__pycache__"))
         self.run_in(f"{venv}/bin/pip", "install", "-q", "--disable-pip-version-check", source)
 
-        for script in ("qa", "qvd-deploy-db", "qvd-embedded"):
+        for script in ("qa", "qvd-deploy-db", "qvd-embedded", "qvd-client"):
             self.assertIn("usage:", self.run_in(f"{venv}/bin/{script}", "--help"))
 
         db = new_database()

@@ -21,11 +21,12 @@ from urllib.parse import unquote_plus
 from twisted.internet import interfaces
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import Interface
 
+from qvd.http.handover import HandoverProtocol
 from qvd.http.head import Head, HeadError, HeadParser, Headers, Limits, format_head, reason
 
 VERSION = "HTTP/1.1"
@@ -130,8 +131,7 @@ class Timeouts:
     first: Optional[float] = None
 
 
-@implementer(interfaces.IHalfCloseableProtocol)
-class QVDHTTPServerProtocol(Protocol):
+class QVDHTTPServerProtocol(HandoverProtocol):
     log = Logger()
 
     def __init__(
@@ -149,7 +149,6 @@ class QVDHTTPServerProtocol(Protocol):
         self._closing = False
         self._timer: Optional[interfaces.IDelayedCall] = None
         self._head_timer_running = False
-        self._raw: Optional[interfaces.IProtocol] = None
         self.channel = Channel(self)
 
     def connectionMade(self) -> None:
@@ -162,17 +161,6 @@ class QVDHTTPServerProtocol(Protocol):
             self._raw.connectionLost(reason)
         if not self.channel.lost.called:
             self.channel.lost.callback(None)
-
-    def readConnectionLost(self) -> None:
-        """The peer stopped sending: pass it on after a 101, else hang up."""
-        if interfaces.IHalfCloseableProtocol.providedBy(self._raw):
-            self._raw.readConnectionLost()
-        else:
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        if interfaces.IHalfCloseableProtocol.providedBy(self._raw):
-            self._raw.writeConnectionLost()
 
     # -- timers ----------------------------------------------------------
     def _arm(self, seconds: float, expired) -> None:
@@ -273,11 +261,7 @@ class QVDHTTPServerProtocol(Protocol):
     def _switch(self, switch: SwitchProtocols) -> None:
         """Write the 101 head; from now on every byte belongs to ``switch.protocol``."""
         self.writeHead(101, switch.headers)
-        self._raw = switch.protocol
-        leftover, self._parser.buffer = self._parser.buffer, b""
-        self._raw.makeConnection(self.transport)
-        if leftover:
-            self._raw.dataReceived(leftover)
+        self.hand_over(self._parser, switch.protocol)
         self.transport.resumeProducing()
 
     def _fail(self, error: HeadError) -> None:

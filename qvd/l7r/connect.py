@@ -17,7 +17,7 @@ from typing import Any, Generator, Optional
 import psutil
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.logger import Logger
 
 from qvd.db import queries
@@ -264,15 +264,27 @@ class ConnectToVM:
     # step 16
     @defer.inlineCallbacks
     def connect_x(self, vm: VMRow) -> Generator[Any, Any, None]:
+        """Connect to nxagent's NX port.  nxagent reports its session before it opens
+        the port, so a refused connect is retried every ``poll_time.x`` for up to
+        ``timeout.x_start`` seconds (QVD 4 VMAs report ``listening`` just as early)."""
         self.info(f"Connecting X session for VM_ID: {vm.id}")
         yield queries.count(self.db, self.host_id, "nx_attempts")
-        endpoint = TCP4ClientEndpoint(self.ctx.reactor, vm.vm_address, vm.x_port,
-                                      timeout=self.seconds("internal.l7r.timeout.vma"))
-        try:
-            self.vm_end = yield quiet_connect(endpoint, SpliceEnd())
-        except (ConnectError, OSError) as e:
-            raise Unavailable(
-                f"Unable to connect to X server  on VM VM_ID: {vm.id}: {e}") from None
+        deadline = self.ctx.clock.seconds() + self.seconds("internal.l7r.timeout.x_start")
+        while True:
+            endpoint = TCP4ClientEndpoint(self.ctx.reactor, vm.vm_address, vm.x_port,
+                                          timeout=self.seconds("internal.l7r.timeout.vma"))
+            try:
+                self.vm_end = yield quiet_connect(endpoint, SpliceEnd())
+                break
+            except ConnectionRefusedError as e:
+                if self.ctx.clock.seconds() >= deadline:
+                    raise Unavailable(
+                        f"Unable to connect to X server  on VM VM_ID: {vm.id}: {e}") from None
+            except (ConnectError, OSError) as e:
+                raise Unavailable(
+                    f"Unable to connect to X server  on VM VM_ID: {vm.id}: {e}") from None
+            self.check_abort()
+            yield self.pause("internal.l7r.poll_time.x")
         yield queries.count(self.db, self.host_id, "nx_ok")
         outcome = yield queries.mark_connected(
             self.db, vm.id, self.host_id, self.ctx.sessions.pid, self.now())

@@ -97,7 +97,7 @@ def _require_client_certificates(config: Config, context: SSL.Context) -> None:
     store = context.get_cert_store()
     try:
         for certificate in x509.load_pem_x509_certificates(ca):
-            store.add_cert(certificate)
+            store.add_cert(crypto.X509.from_cryptography(certificate))
         crl = _material(config, "crl")
         if crl is not None:
             store.add_crl(x509.load_pem_x509_crl(crl))
