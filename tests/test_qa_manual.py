@@ -290,6 +290,8 @@ class FiltersAndOutputTests(QaTestCase):
         self.assertEqual(document["rows"][0]["login"], "ana")
         self.assertEqual(document["rows"][0]["blocked"], 0)
         self.assertEqual(json.loads(self.ok("qa --format json vm block")), {"total": 3})
+        created = json.loads(self.ok("qa --format json osf new name=scripted"))
+        self.assertEqual(created["id"], self.one("SELECT id FROM osfs WHERE name = 'scripted'")[0])
 
     def test_errors_are_one_clear_line(self):
         self.fails("qa vm bogus=1 get", "unknown key 'bogus' for vm")

@@ -62,6 +62,8 @@ def _json_value(value: Any) -> Any:
 
 def render_json(result: Result) -> str:
     document: dict[str, Any] = {"total": result.total}
+    if result.created_id is not None:
+        document["id"] = result.created_id
     if result.columns:
         document["rows"] = [
             {c: _json_value(v) for c, v in zip(result.columns, row)} for row in result.rows
