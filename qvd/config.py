@@ -35,8 +35,8 @@ PER_TENANT = (
 )
 SSL_PREFIX = "l7r.ssl."
 
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n", ""}
+_BOOLEANS = {"1": True, "true": True, "yes": True, "y": True, "on": True,
+             "0": False, "false": False, "no": False, "n": False, "off": False}
 _REFERENCE = re.compile(r"\$\{([^}]+)\}")
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
 
@@ -58,6 +58,11 @@ class MissingKeyError(ConfigError, KeyError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+def parse_bool(text: str) -> Optional[bool]:
+    """QVD's yes/no spellings (1/0, true/false, yes/no, y/n, on/off); None for others."""
+    return _BOOLEANS.get(text.strip().lower())
 
 
 def _matches(key: str, patterns: Iterable[str]) -> bool:
@@ -263,18 +268,11 @@ class Config:
         self, key: str, tenant: Optional[int] = None, default: Optional[bool] = None
     ) -> bool:
         value = self.get(key, tenant, None if default is None else ("1" if default else "0"))
-        folded = value.strip().lower()
-        if folded in _TRUE:
-            return True
-        if folded in _FALSE:
-            return False
+        flag = parse_bool(value) if value.strip() else False  # an empty value is off
+        if flag is not None:
+            return flag
         raise ConfigError(f"configuration key {key!r} must be 0 or 1, not {value!r}")
 
     def get_list(self, key: str, tenant: Optional[int] = None) -> list[str]:
         """A comma-separated value as a list of trimmed, non-empty items."""
         return [item.strip() for item in self.get(key, tenant, "").split(",") if item.strip()]
-
-    def effective(self) -> dict[str, str]:
-        """Every known key with its global value (for ``qa config get --all``)."""
-        keys = set(self._defaults) | set(self._file) | set(self._db.get(GLOBAL_TENANT, {}))
-        return {key: self.get(key) for key in sorted(keys)}

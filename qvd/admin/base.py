@@ -17,7 +17,7 @@ import psycopg2.errorcodes
 from qvd.admin.command import Command
 from qvd.admin.filters import FilterError, parse, to_sql
 from qvd.admin.objects import ObjectKind
-from qvd.config import Config
+from qvd.config import Config, parse_bool
 from qvd.passwords import SALT_KEY, qvd_hash
 
 
@@ -33,16 +33,10 @@ class Result:
     created_id: Optional[int] = None
 
 
-_TRUE = {"1", "true", "yes", "y", "on"}
-_FALSE = {"0", "false", "no", "n", "off"}
-
-
 def to_bool(name: str, value: str) -> bool:
-    folded = value.strip().lower()
-    if folded in _TRUE:
-        return True
-    if folded in _FALSE:
-        return False
+    flag = parse_bool(value)
+    if flag is not None:
+        return flag
     raise AdminError(f"{name} must be 1 or 0, not {value!r}")
 
 

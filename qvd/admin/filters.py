@@ -58,6 +58,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Mapping, Optional, Union
 
+from qvd.config import parse_bool
+
 MAX_DEPTH = 100  # far beyond any typed filter; keeps recursion (ours and callers') safe
 
 
@@ -433,10 +435,6 @@ def _like_pattern(key: str, pattern: str) -> str:
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
-_BOOLEANS = {"1": True, "true": True, "yes": True, "y": True,
-             "0": False, "false": False, "no": False, "n": False}
-
-
 def _convert(key: str, field: Field, value: str) -> object:
     """The parameter for ``value`` compared with ``field``, or a FilterError."""
     text = _text(key, value)
@@ -453,9 +451,10 @@ def _convert(key: str, field: Field, value: str) -> object:
             raise FilterError(f"value {value!r} for {key!r} must be a finite number")
         return number
     if field.type == "bool":
-        if text.lower() not in _BOOLEANS:
+        flag = parse_bool(text)
+        if flag is None:
             raise FilterError(f"value {value!r} for {key!r} must be yes/no, y/n, true/false or 1/0")
-        return _BOOLEANS[text.lower()]
+        return flag
     return text  # str, or timestamp (the SQL casts it)
 
 
