@@ -52,10 +52,6 @@ def schema_versions(db: Database) -> defer.Deferred[list[tuple[Any, ...]]]:
     return db.run_query("SELECT version FROM versions WHERE component = 'schema'")
 
 
-def host_by_name(db: Database, name: str) -> defer.Deferred[list[tuple[Any, ...]]]:
-    return db.run_query("SELECT id, address FROM hosts WHERE name = %s", (name,))
-
-
 def set_host_state(db: Database, host_id: int, state: str) -> defer.Deferred[list[tuple[Any, ...]]]:
     return db.run_query(
         "UPDATE host_runtimes SET state = %s WHERE host_id = %s RETURNING host_id",
