@@ -276,3 +276,9 @@ class Config:
     def get_list(self, key: str, tenant: Optional[int] = None) -> list[str]:
         """A comma-separated value as a list of trimmed, non-empty items."""
         return [item.strip() for item in self.get(key, tenant, "").split(",") if item.strip()]
+
+    def effective(self) -> dict[str, str]:
+        """Every known key with its global value, expanded (what a child's config file
+        needs: the HKD writes each process VM's vma.conf from it)."""
+        keys = set(self._defaults) | set(self._file) | set(self._db.get(GLOBAL_TENANT, {}))
+        return {key: self.get(key) for key in sorted(keys)}
