@@ -60,8 +60,8 @@ class WorkerTests(unittest.TestCase):
                 raise AssertionError(f"{what} did not happen within {timeout} s")
             yield deferLater(reactor, 0.2, lambda: None)
 
-    @defer.inlineCallbacks
-    def test_workers_share_the_port_and_are_restarted(self) -> Generator[Any, Any, None]:
+    def start_l7r(self, processes: int) -> tuple[int, Any, _Quiet]:
+        """A real ``twistd -n qvd-l7r`` with ``l7r.processes``, on a fresh QVD-DB."""
         db = new_database()
         self.addCleanup(drop_database, db)
         db.query("INSERT INTO hosts (name, address, frontend, backend)"
@@ -73,28 +73,47 @@ class WorkerTests(unittest.TestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         conf = db.write_conf(directory, f"l7r.use_ssl = 0\nl7r.port = {port}\n"
-                                        "l7r.processes = 3\nl7r.address = 127.0.0.1\n")
+                                        f"l7r.processes = {processes}\nl7r.address = 127.0.0.1\n")
         output = _Quiet()
         argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "qvd-l7r", "--config", conf]
         main = reactor.spawnProcess(output, argv[0], argv, env=dict(os.environ, PYTHONPATH=ROOT),
                                     path=directory)
-        self.addCleanup(lambda: output.ended if output.ended.called else (
-            main.signalProcess("KILL"), output.ended)[1])
 
-        pids = yield self.until(lambda: len(listeners(port)) == 3 and listeners(port),
-                                "three listening L7R processes")
+        def stop() -> defer.Deferred:
+            if not output.ended.called:
+                main.signalProcess("KILL")
+            return self.until(lambda: not listeners(port), "every L7R process gone")
+
+        self.addCleanup(stop)
+        return port, main, output
+
+    @defer.inlineCallbacks
+    def test_workers_share_the_port_and_are_restarted(self) -> Generator[Any, Any, None]:
+        port, main, output = self.start_l7r(processes=3)
+
+        def three(without: int = 0) -> set[int] | None:
+            now = listeners(port)
+            return now if len(now) == 3 and without not in now else None
+
+        pids = yield self.until(three, "three listening L7R processes")
         self.assertIn(main.pid, pids)
         answers = yield threads.deferToThread(lambda: [ping(port) for _ in range(30)])
         self.assertTrue(all(a.endswith(b"I am alive!\r\n") for a in answers), answers[:1])
 
         victim = next(pid for pid in pids if pid != main.pid)
         os.kill(victim, signal.SIGKILL)
-        replaced = yield self.until(
-            lambda: len(listeners(port)) == 3 and victim not in listeners(port)
-            and listeners(port), "a replacement worker")
+        replaced = yield self.until(lambda: three(without=victim), "a replacement worker")
         self.assertEqual(len(replaced - pids), 1)
 
         main.signalProcess("TERM")
         yield output.ended
-        remaining = yield self.until(lambda: not listeners(port) or None, "all workers ending")
-        self.assertTrue(remaining)
+        yield self.until(lambda: not listeners(port), "all workers ending")
+
+    @defer.inlineCallbacks
+    def test_workers_stop_when_the_first_process_is_killed(self) -> Generator[Any, Any, None]:
+        """No orphan keeps serving the port after the supervising process died."""
+        port, main, output = self.start_l7r(processes=2)
+        yield self.until(lambda: len(listeners(port)) == 2, "two listening L7R processes")
+        main.signalProcess("KILL")
+        yield self.until(lambda: not listeners(port), "the orphaned worker stopping")
+        yield output.ended

@@ -237,12 +237,23 @@ def node_status(db: Database, nodename: str) -> defer.Deferred[list[tuple[Any, .
         " JOIN host_runtimes r ON r.host_id = h.id WHERE h.name = %s", (nodename,))
 
 
-def count(db: Database, host_id: int, counter: str) -> defer.Deferred[None]:
-    """``host_counters.<counter> + 1`` (retried by the pool on serialization failures)."""
-    if counter not in HOST_COUNTERS:
-        raise ValueError(f"no host counter {counter!r}")
-    return db.run_operation(
-        f"UPDATE host_counters SET {counter} = {counter} + 1 WHERE host_id = %s", (host_id,))
+def count(db: Database, host_id: int, *counters: str) -> defer.Deferred[None]:
+    """``host_counters`` + 1 for each named counter.
+
+    READ COMMITTED: every request bumps the same row, and ``x = x + 1`` is
+    safe there, whereas SERIALIZABLE would fail (and retry) under load.
+    """
+    unknown = set(counters) - HOST_COUNTERS
+    if unknown or not counters:
+        raise ValueError(f"no host counter {sorted(unknown) or counters!r}")
+    assignments = ", ".join(f"{name} = {name} + 1" for name in counters)
+    return db.run_interaction(_count, host_id, assignments)
+
+
+@defer.inlineCallbacks
+def _count(cursor: Cursor, host_id: int, assignments: str) -> Generator[defer.Deferred[Any], Any, None]:
+    yield cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    yield cursor.execute(f"UPDATE host_counters SET {assignments} WHERE host_id = %s", (host_id,))
 
 
 def vms_of_user(
@@ -422,23 +433,6 @@ def user_with_tenant(db: Database, user_id: int) -> defer.Deferred[list[tuple[An
     return db.run_query(
         "SELECT u.login, u.blocked, t.id, t.name, t.blocked FROM users u"
         " JOIN tenants t ON t.id = u.tenant_id WHERE u.id = %s", (user_id,))
-
-
-def count_auth(db: Database, host_id: int, ok: bool) -> defer.Deferred[None]:
-    """One authentication attempt (and success) in ``host_counters``.
-
-    READ COMMITTED: every login bumps the same row, and ``x = x + 1`` is
-    safe there, whereas SERIALIZABLE would fail (and retry) under load.
-    """
-    return db.run_interaction(_count_auth, host_id, ok)
-
-
-@defer.inlineCallbacks
-def _count_auth(cursor: Cursor, host_id: int, ok: bool) -> Generator[defer.Deferred[Any], Any, None]:
-    yield cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-    yield cursor.execute(
-        "UPDATE host_counters SET auth_attempts = auth_attempts + 1, auth_ok = auth_ok + %s"
-        " WHERE host_id = %s", (int(ok), host_id))
 
 
 def use_token(db: Database, token: str, now: int) -> defer.Deferred[Optional[tuple[Any, ...]]]:

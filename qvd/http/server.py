@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface
 
 from qvd.http.handover import HandoverProtocol
+from qvd.http.sockets import tune
 from qvd.http.head import Head, HeadError, HeadParser, Headers, Limits, format_head, reason
 
 VERSION = "HTTP/1.1"
@@ -152,6 +153,7 @@ class QVDHTTPServerProtocol(HandoverProtocol):
         self.channel = Channel(self)
 
     def connectionMade(self) -> None:
+        tune(self.transport)  # a small answer must not wait for Nagle and a delayed ACK
         self._arm(self.timeouts.first or self.timeouts.idle, self._idle_expired)
 
     def connectionLost(self, reason: Failure = None) -> None:

@@ -126,7 +126,7 @@ class ConnectToVM:
             host_id = yield self.assign_host(vm)
         self.check_abort()
         yield self.ctx.authenticator.before_connect_to_vm(auth)
-        vm = yield self.start_vm(vm.id, host_id)
+        vm = yield self.start_vm(vm, host_id)
         params = yield self.x_params(vm, auth, client_params, token, key)
         yield self.x_start(vm, params)
         yield self.wait_for_x(vm)
@@ -189,8 +189,9 @@ class ConnectToVM:
 
     # step 12
     @defer.inlineCallbacks
-    def start_vm(self, vm_id: int, host_id: int) -> Generator[Any, Any, VMRow]:
-        vm = yield self.reread(vm_id)
+    def start_vm(self, vm: VMRow, host_id: int) -> Generator[Any, Any, VMRow]:
+        """``vm`` as read after the take-over (a host assignment needs it stopped)."""
+        vm_id = vm.id
         if vm.vm_state == "stopped":
             self.info("Starting virtual machine")
             yield queries.request_vm_start(self.db, vm_id, host_id)

@@ -31,7 +31,7 @@ from qvd.l7r.auth import Authenticator
 from qvd.l7r.handler import L7RContext, L7RHandler
 from qvd.l7r.sessions import SessionRegistry
 from qvd.l7r.tls import L7RContextFactory, TLSConfigError
-from qvd.l7r.workers import WorkerPool
+from qvd.l7r.workers import ParentPipe, WorkerPool
 
 log = Logger()
 
@@ -136,7 +136,9 @@ class L7RService(MultiService):
         log.info("L7R listening on {address}:{port} ({tls})", address=config.get("l7r.address"),
                  port=self.port.getHost().port, tls="TLS" if self.tls else "plain HTTP")
         processes = config.get_int("l7r.processes")
-        if not self.worker and processes > 1:
+        if self.worker:
+            self.reactor.addReader(ParentPipe(self.reactor.stop))
+        elif processes > 1:
             WorkerPool(self.reactor, processes - 1, config.path).setServiceParent(self)
 
     def _fatal(self, failure: Any) -> None:

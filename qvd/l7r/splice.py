@@ -10,7 +10,6 @@ work besides the write: no logging, no counters.
 
 from __future__ import annotations
 
-import socket
 from typing import Callable, Optional
 
 from twisted.internet import interfaces
@@ -18,17 +17,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-
-def tune(transport: interfaces.ITransport) -> None:
-    """TCP_NODELAY and SO_KEEPALIVE, where the transport has a socket."""
-    if interfaces.ITCPTransport.providedBy(transport):
-        transport.setTcpNoDelay(True)
-        transport.setTcpKeepAlive(True)
-        return
-    handle = getattr(transport, "getHandle", lambda: None)()
-    if isinstance(handle, socket.socket):
-        handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+from qvd.http.sockets import tune
 
 
 @implementer(interfaces.IHalfCloseableProtocol)

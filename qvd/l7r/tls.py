@@ -76,6 +76,7 @@ def build_context(config: Config) -> SSL.Context:
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_min_proto_version(minimum_version(config.get("l7r.options.SSL_version")))
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)  # idle sessions keep no TLS buffers
     try:
         context.set_cipher_list(config.get("l7r.options.SSL_cipher_list").encode("ascii"))
         context.use_certificate(x509.load_pem_x509_certificate(_material(config, "cert")))

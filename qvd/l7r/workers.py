@@ -2,18 +2,22 @@
 
 Each worker is a whole ``qvd-l7r --worker``: its own reactor, database pool
 and LISTEN connection (so it hears the aborts addressed to its own pid).
-A worker that dies is started again after a short, growing delay.
+A worker that dies is started again after a short, growing delay; a worker
+whose first process died (even by SIGKILL) sees its stdin pipe close and
+stops, so no orphan keeps serving the port unsupervised.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
-from twisted.internet import protocol
+from twisted.internet import error, interfaces, protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 log = Logger()
 
@@ -27,6 +31,29 @@ def worker_argv(config_path: Optional[str]) -> list[str]:
     if config_path:
         argv += ["--config", os.path.abspath(config_path)]
     return argv
+
+
+@implementer(interfaces.IReadDescriptor)
+class ParentPipe:
+    """A worker's stdin, written to by nobody: its end of file means the parent is gone."""
+
+    def __init__(self, on_lost: Callable[[], None]):
+        self.on_lost = on_lost
+
+    def fileno(self) -> int:
+        return 0
+
+    def doRead(self) -> Optional[Failure]:
+        if not os.read(0, 4096):
+            return Failure(error.ConnectionDone("the first L7R process is gone"))
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        log.warn("the L7R process that started this worker is gone; stopping")
+        self.on_lost()
+
+    def logPrefix(self) -> str:
+        return "l7r-parent"
 
 
 class _Worker(protocol.ProcessProtocol):

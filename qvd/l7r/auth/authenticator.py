@@ -121,7 +121,8 @@ class Authenticator:
             log.warn("cannot count an authentication attempt: {error}",
                      error=failure.getErrorMessage())
 
-        return queries.count_auth(self.database, self.host_id, ok).addErrback(lost)
+        return queries.count(self.database, self.host_id, "auth_attempts",
+                             *(("auth_ok",) if ok else ())).addErrback(lost)
 
     def _attempt(self, auth: Auth, authorization: str) -> defer.Deferred[None]:
         credentials = parse_authorization(authorization)
