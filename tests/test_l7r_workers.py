@@ -11,10 +11,10 @@ from typing import Any, Generator
 import psutil
 from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from qvd.pgcluster import free_port
+from tests.hkd.support import poll
 from tests.support.postgres import drop_database, new_database
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,17 +48,9 @@ def ping(port: int) -> bytes:
 class WorkerTests(unittest.TestCase):
     timeout = 60
 
-    @defer.inlineCallbacks
-    def until(self, check: Any, what: str, timeout: float = 20) -> Generator[Any, Any, Any]:
+    def until(self, check: Any, what: str, timeout: float = 20) -> defer.Deferred:
         """Bounded wait for a condition on real processes."""
-        deadline = reactor.seconds() + timeout
-        while True:
-            value = yield threads.deferToThread(check)
-            if value:
-                return value
-            if reactor.seconds() > deadline:
-                raise AssertionError(f"{what} did not happen within {timeout} s")
-            yield deferLater(reactor, 0.2, lambda: None)
+        return poll(check, bool, timeout, what)
 
     def start_l7r(self, processes: int) -> tuple[int, Any, _Quiet]:
         """A real ``twistd -n qvd-l7r`` with ``l7r.processes``, on a fresh QVD-DB."""

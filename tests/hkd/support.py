@@ -18,11 +18,11 @@ import psutil
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from qvd.admin.cli import main as qa_main
 from qvd.http.simplerpc import SimpleRPCClient
+from tests.support import waiting
 from tests.support.postgres import TestDatabase, drop_database, new_database
 
 TIMERS = """\
@@ -52,18 +52,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TWISTD = "from twisted.scripts.twistd import run; run()"
 
 
-@inlineCallbacks
 def poll(check: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 30.0,
-         what: str = "condition"):
+         what: str = "condition") -> Deferred:
     """``check()`` (blocking: run in a thread) every 0.2 s until ``until`` holds; bounded."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        value = yield threads.deferToThread(check)
-        if until(value):
-            return value
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"{what}: still {value!r} after {timeout} s")
-        yield deferLater(reactor, 0.2, lambda: None)
+    return waiting.poll(lambda: threads.deferToThread(check), until, timeout, what)
 
 
 class _Output(ProcessProtocol):

@@ -34,8 +34,8 @@ internal.hkd.fake.timeout.on_state.zombie.db.delaying = 0.2
 _pids = itertools.count(900000)
 
 
-class StandInVMA:
-    """A real SimpleRPC server playing one VMA: ``answering`` decides its fate."""
+class FakeVMA:
+    """A fake VMA: a real SimpleRPC server whose ``answering`` decides its fate."""
 
     def __init__(self) -> None:
         self.answering = True
@@ -58,7 +58,7 @@ class StandInVMA:
 
 @implementer(IVMInstance)
 class FakeInstance:
-    def __init__(self, vma: StandInVMA, dies: bool):
+    def __init__(self, vma: FakeVMA, dies: bool):
         self.pid = next(_pids)
         self.address = "127.0.0.1"
         self.ports = {"vma": vma.port.getHost().port, "x": 4999, "ssh": 0, "vnc": 0,
@@ -82,7 +82,7 @@ class FakeHypervisor:
     name = "fake"
 
     def __init__(self) -> None:
-        self.vmas: dict[int, StandInVMA] = {}
+        self.vmas: dict[int, FakeVMA] = {}
         self.instances: dict[int, FakeInstance] = {}
         self.dies = True
 
@@ -120,7 +120,7 @@ class HandlerTestCase(HKDTestCase):
     def handler(self, name: str, answering: bool = True) -> VMHandler:
         """A handler for a new VM whose ``start`` was just claimed."""
         vm_id = self.new_vm(name)
-        vma = self.hypervisor.vmas[vm_id] = StandInVMA()
+        vma = self.hypervisor.vmas[vm_id] = FakeVMA()
         vma.answering = answering
         self.addCleanup(vma.port.stopListening)
         self.db.query("UPDATE vm_runtimes SET host_id = %s, vm_state = 'starting'"

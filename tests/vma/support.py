@@ -20,12 +20,12 @@ from typing import Any, Callable, Optional
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 
 from qvd.config import Config
 from qvd.http.simplerpc import SimpleRPCClient
 from qvd.vma.service import VMAService
 from qvd.vma.settings import VMASettings
+from tests.support import waiting
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SESSION_ACCOUNT = "nobody" if os.geteuid() == 0 else ""
@@ -108,17 +108,10 @@ def start_vma(testcase, settings: VMASettings) -> tuple[VMAService, SimpleRPCCli
     return service, rpc
 
 
-@inlineCallbacks
-def poll(call: Callable[[], Deferred], until: Callable[[Any], bool], timeout: float = 20.0):
+def poll(call: Callable[[], Deferred], until: Callable[[Any], bool],
+         timeout: float = 20.0) -> Deferred:
     """Calls ``call`` every 0.1 s until its result satisfies ``until`` (bounded)."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        value = yield call()
-        if until(value):
-            return value
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"still {value!r} after {timeout} s")
-        yield deferLater(reactor, 0.1, lambda: None)
+    return waiting.poll(call, until, timeout, "RPC result", interval=0.1)
 
 
 class _Child(ProcessProtocol):

@@ -1,0 +1,27 @@
+"""Bounded waits on real external state (processes, sockets, database rows).
+
+Where no Deferred can be waited on (another process's state), the tests poll,
+always with a deadline that fails the test with what was last seen.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.task import deferLater
+
+
+@inlineCallbacks
+def poll(check: Callable[[], Any], until: Callable[[Any], bool], timeout: float,
+         what: str = "condition", interval: float = 0.2) -> Deferred:
+    """``check()`` (a value or a Deferred) every ``interval`` s until ``until`` holds."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        value = yield maybeDeferred(check)
+        if until(value):
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"{what}: still {value!r} after {timeout} s")
+        yield deferLater(reactor, interval, lambda: None)
