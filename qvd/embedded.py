@@ -31,6 +31,7 @@ from qvd.admin.command import parse_command
 from qvd.admin.ops import Admin, AdminError
 from qvd.config import Config, ConfigError, load_file
 from qvd.db import DatabaseError, connect_sync
+from qvd.db.queries import apply_configs_now
 from qvd.db.deploy import deploy, deployed_version
 from qvd.pgcluster import ClusterError, LocalCluster, port_in_use, free_port
 
@@ -191,7 +192,7 @@ def setup(data: str, port: Optional[int] = None, system_conf: str = SYSTEM_CONF)
         if deployed_version(conn) is None:
             deploy(conn)
         conn.rollback()
-        config.replace_db_rows(_rows(conn))
+        apply_configs_now(conn, config)
         created = load_demo(conn, config)
         vm = Admin(conn, config).run(parse_command(["vm", "name=demo,user=demo", "get", "id"]))
     finally:
@@ -204,12 +205,6 @@ def setup(data: str, port: Optional[int] = None, system_conf: str = SYSTEM_CONF)
     published = bool(system_conf) and publish_system_conf(conf_path, system_conf)
     return _summary(data, conf_path, system_conf if published else None, values, created,
                     vm.rows[0][0], config.get("path.l7r.ssl.cert"))
-
-
-def _rows(conn) -> list[tuple[int, str, str]]:
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT tenant_id, key, value FROM configs")
-        return cur.fetchall()
 
 
 def _summary(data: str, conf_path: str, published: Optional[str], values: dict,

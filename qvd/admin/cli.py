@@ -15,6 +15,7 @@ from qvd.admin.objects import KINDS
 from qvd.admin.ops import Admin, AdminError, Result
 from qvd.config import Config, ConfigError
 from qvd.db import DatabaseError, connect_sync
+from qvd.db.queries import apply_configs_now
 
 EPILOG = """\
 objects: {objects}
@@ -90,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None, stdout: TextIO = sys.stdout,
         config = Config.load(args.config)
         conn = connect_sync(config, "qa")
         try:
-            config.replace_db_rows(_config_rows(conn))
+            apply_configs_now(conn, config)  # DB values (e.g. the salt) win over node.conf
             result = Admin(conn, config).run(command)
         finally:
             conn.close()
@@ -100,13 +101,6 @@ def main(argv: Optional[Sequence[str]] = None, stdout: TextIO = sys.stdout,
     render = render_json if args.format == "json" else render_table
     stdout.write(render(result))
     return 0
-
-
-def _config_rows(conn) -> list[tuple[int, str, str]]:
-    """The configs table, so DB values (e.g. the password salt) win over node.conf."""
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT tenant_id, key, value FROM configs")
-        return cur.fetchall()
 
 
 if __name__ == "__main__":

@@ -11,10 +11,25 @@ from typing import Any, Generator, Optional
 from twisted.internet import defer
 from txpostgres.txpostgres import Cursor
 
+from qvd.config import Config
 from qvd.db.pool import Database
 
 ConfigRows = list[tuple[int, str, str]]
 SslRows = list[tuple[str, str]]
+
+
+CONFIG_ROWS = "SELECT tenant_id, key, value FROM configs"
+SSL_ROWS = "SELECT key, value FROM ssl_configs"
+
+
+def apply_configs_now(conn: Any, config: Config) -> None:
+    """Lay the configs and ssl_configs tables over ``config`` on a blocking connection
+    (command-line tools, and daemons before their reactor runs)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(CONFIG_ROWS)
+        rows = cur.fetchall()
+        cur.execute(SSL_ROWS)
+        config.replace_db_rows(rows, cur.fetchall())
 
 
 def load_configs(db: Database) -> defer.Deferred[tuple[ConfigRows, SslRows]]:
@@ -24,9 +39,9 @@ def load_configs(db: Database) -> defer.Deferred[tuple[ConfigRows, SslRows]]:
 
 @defer.inlineCallbacks
 def _read_configs(cursor: Cursor) -> Generator[defer.Deferred[Any], Any, tuple[ConfigRows, SslRows]]:
-    yield cursor.execute("SELECT tenant_id, key, value FROM configs")
+    yield cursor.execute(CONFIG_ROWS)
     rows = cursor.fetchall()
-    yield cursor.execute("SELECT key, value FROM ssl_configs")
+    yield cursor.execute(SSL_ROWS)
     return rows, cursor.fetchall()
 
 

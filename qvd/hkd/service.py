@@ -19,7 +19,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from qvd.config import GLOBAL_TENANT, Config, ConfigError
+from qvd.config import Config, ConfigError
 from qvd.configwatch import ConfigWatcher
 from qvd.db import SCHEMA_VERSION, DatabaseError, connect_sync, queries
 from qvd.db.listener import Listener
@@ -58,9 +58,7 @@ def preflight(config: Config) -> int:
             check_schema(cur.fetchall())
             cur.execute("SELECT id FROM hosts WHERE name = %s", (nodename,))
             rows = cur.fetchall()
-            cur.execute("SELECT tenant_id, key, value FROM configs WHERE tenant_id = %s",
-                        (GLOBAL_TENANT,))
-            config.replace_db_rows(cur.fetchall())
+        queries.apply_configs_now(conn, config)
     finally:
         conn.close()
     if not rows:

@@ -50,11 +50,7 @@ def load_config(path: Optional[str]) -> Config:
     config = Config.load(path)
     conn = connect_sync(config, "qvd-l7r")
     try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT tenant_id, key, value FROM configs")
-            rows = cur.fetchall()
-            cur.execute("SELECT key, value FROM ssl_configs")
-            config.replace_db_rows(rows, cur.fetchall())
+        queries.apply_configs_now(conn, config)
     finally:
         conn.close()
     return config
