@@ -42,6 +42,8 @@ class ClientError(Exception):
 _MESSAGES: list[tuple[str, str, Exit]] = [
     (r"Host is not registered in the database",
      "This server is not registered in QVD's database: tell your administrator.", Exit.SERVER),
+    (r"The database is not available",
+     "The server cannot reach its database just now: try again in a moment.", Exit.SERVER),
     (r"Server is blocked",
      "The server is blocked for maintenance: try again later.", Exit.SERVER),
     (r"Server is (\w+)",

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from qvd.config import Config
-from qvd.db import queries
+from qvd.db import DatabaseError, queries
 from qvd.db.pool import Database
 from qvd.http.server import IRequestHandler, Request, Response, SwitchProtocols
 from qvd.l7r.auth import (
@@ -34,6 +34,7 @@ ALIVE = b"I am alive!\r\n"
 UNREGISTERED = "Host is not registered in the database"
 NO_SUCH_VM = "The requested virtual machine does not exist"
 NOT_ALLOWED = "You are not allowed to access requested virtual machine"
+DATABASE_DOWN = b"The database is not available, retry later"
 
 
 @dataclass
@@ -86,6 +87,9 @@ class L7RHandler:
             return error.response()
         if isinstance(error, Unauthorized):
             return unauthorized().response()
+        if isinstance(error, DatabaseError):  # down or restarting: the node cannot serve now
+            log.warn("{path}: {error}", path=request.path, error=error)
+            return Response(503, DATABASE_DOWN)
         if isinstance(error, AuthError):
             log.error("authentication failed internally for {path}: {error}",
                       path=request.path, error=error)

@@ -69,6 +69,8 @@ class ErrorSentenceTests(unittest.TestCase):
         cases = [
             (401, "401 Unauthorized\n", "Wrong user name or password.", Exit.AUTH),
             (503, "Server is blocked", "The server is blocked for maintenance", Exit.SERVER),
+            (503, "The database is not available, retry later", "cannot reach its database",
+             Exit.SERVER),
             (503, "Server is stopped", "The server is stopped and accepts no", Exit.SERVER),
             (503, "Host is not registered in the database", "not registered", Exit.SERVER),
             (403, "The requested virtual machine is offline for maintenance",

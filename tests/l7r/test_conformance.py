@@ -9,7 +9,8 @@ from typing import Any, Generator
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.l7r.support import Node, apply_fixture, make_node, replay, start_l7r, transcripts
+from tests.l7r.support import Node, apply_fixture, get, make_node, replay, start_l7r, transcripts
+from tests.support.postgres import cluster
 
 TRANSCRIPTS = transcripts()
 
@@ -59,6 +60,22 @@ class ConformanceTests(L7RTestCase):
     def test_ping_stopped(self) -> Generator[defer.Deferred[Any], Any, None]:
         self.node.sql("UPDATE host_runtimes SET state = 'stopped'")
         yield self.replay("ping-stopped")
+
+    @defer.inlineCallbacks
+    def test_ping_without_database(self) -> Generator[defer.Deferred[Any], Any, None]:
+        """The database gone: a clean 503 (a health check takes the node out), no
+        logged failure; and the node answers again once the database is back."""
+        name = self.node.db.name
+        self.addCleanup(cluster().psql, f'ALTER DATABASE "{name}" CONNECTION LIMIT -1')
+        cluster().psql(f'ALTER DATABASE "{name}" CONNECTION LIMIT 0')
+        cluster().psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                       f" WHERE datname = '{name}' AND application_name = 'qvd-l7r'")
+        reply = yield get(self.node.port, "/qvd/ping")
+        self.assertEqual((reply.status, reply.body),
+                         (503, b"The database is not available, retry later"))
+        cluster().psql(f'ALTER DATABASE "{name}" CONNECTION LIMIT -1')
+        reply = yield get(self.node.port, "/qvd/ping")
+        self.assertEqual((reply.status, reply.body), (200, b"I am alive!\r\n"))
 
     # -- listings ------------------------------------------------------------------------------
     @defer.inlineCallbacks
