@@ -20,7 +20,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.logger import Logger
 
-from qvd.db import queries
+from qvd.db import DatabaseError, queries
 from qvd.http.client import quiet_connect
 from qvd.http.server import Request, SwitchProtocols
 from qvd.http.simplerpc import SimpleRPCClient
@@ -89,7 +89,12 @@ class ConnectToVM:
         _, token = yield create_token(self.db, auth)
         try:
             result = yield self.connect(vm, auth, client_params, token, key)
-        except Unavailable:
+        except Unavailable as e:
+            log.info("connect_to_vm {vm_id} for {login} failed: {reason}", vm_id=vm_id,
+                     login=auth.login, reason=e)
+            yield self.give_up()
+            raise
+        except DatabaseError:  # the handler answers 503 and logs a warning
             yield self.give_up()
             raise
         except Exception as e:
@@ -131,7 +136,7 @@ class ConnectToVM:
         yield self.x_start(vm, params)
         yield self.wait_for_x(vm)
         yield self.connect_x(vm)
-        return self.switch(vm, key)
+        return self.switch(vm, auth, key)
 
     @defer.inlineCallbacks
     def reread(self, vm_id: int) -> Generator[Any, Any, VMRow]:
@@ -158,14 +163,14 @@ class ConnectToVM:
                     holder_pid != sessions.pid and not psutil.pid_exists(holder_pid))):
                 yield sessions.forget(vm_id, holder_pid)
                 continue
+            self.info(f"Aborting contending session for VM_ID: {vm_id}")
             if holder_host == self.host_id and holder_pid == sessions.pid:
+                # Ours: end it now.  If it is not registered any more, it already
+                # ended (our own NOTIFY may have beaten this reply): its row is
+                # being reset, by its release or by ``check_aborts``.
                 contender = sessions.get(vm_id)
                 if contender is not None:
                     contender.abort()
-                else:
-                    yield sessions.forget(vm_id, holder_pid)
-                    continue
-            self.info(f"Aborting contending session for VM_ID: {vm_id}")
             if self.ctx.clock.seconds() >= deadline:
                 raise Unavailable("Unable to acquire VM, close other clients")
             if not self.request.channel.connected:
@@ -296,11 +301,17 @@ class ConnectToVM:
         self.check_abort()
 
     # steps 17-19
-    def switch(self, vm: VMRow, key: str) -> SwitchProtocols:
+    def switch(self, vm: VMRow, auth: Any, key: str) -> SwitchProtocols:
         self.info("Connection established")
-        session, vm_end, sessions = self.session, self.vm_end, self.ctx.sessions
+        session, vm_end = self.session, self.vm_end
+        sessions, clock = self.ctx.sessions, self.ctx.clock
+        log.info("{login} connected to VM {vm_id} at {address}:{port}", login=auth.login,
+                 vm_id=vm.id, address=vm.vm_address, port=vm.x_port)
 
-        def ended(_: SpliceEnd) -> None:
+        def ended(first: SpliceEnd) -> None:
+            log.info("session on VM {vm_id} ended after {seconds:.1f} s: the {side} closed first",
+                     vm_id=session.vm_id, seconds=clock.seconds() - session.spliced_at,
+                     side="VM" if first is vm_end else "client")
             sessions.release(session).addErrback(
                 lambda f: log.warn("cannot release VM {vm_id}: {error}",
                                    vm_id=session.vm_id, error=f.getErrorMessage()))

@@ -73,11 +73,16 @@ class DesktopTests(NodeTestCase):
         first, _ = yield self.desktop(display, "--vm", "desk")
         [xclock] = self.session_pids()
         other_display = yield start_xvfb(self)
+        self.assertEqual((first.ended.called, self.runtime()["user_state"]), (False, "connected"),
+                         f"the first session ended on its own{self.explain(first)}")
         second, _ = yield self.desktop(other_display, "--vm", "desk")
-        self.assertEqual((yield first.ended), 6, first.stderr)
-        self.assertIn("another client has taken this virtual machine over", first.stderr)
-        self.assertIn("Aborting contending session", second.stderr)
+        code = yield first.ended
+        why = self.explain(first, second)
+        self.assertEqual(code, 6, why)
+        self.assertIn("another client has taken this virtual machine over", first.stderr, why)
+        self.assertIn("Aborting contending session", second.stderr, why)
         self.assertEqual(self.session_pids(), [xclock])
+        self.assertEqual(self.runtime()["user_state"], "connected", why)
 
     @inlineCallbacks
     def test_the_end_of_the_desktop_session_ends_the_client_then_stop_the_vm(self):
