@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from qvd.db import DatabaseError
 from qvd.db.listener import Listener
 
 log = Logger()
@@ -94,7 +95,10 @@ class Periodic(Service):
         d.addCallbacks(lambda _: self._done(False), self._failed)
 
     def _failed(self, reason: Failure) -> None:
-        log.failure("{name} failed", reason, name=self.name)
+        if reason.check(DatabaseError):  # an outage, not a bug: the next run retries
+            log.warn("{name} failed: {error}", name=self.name, error=reason.value)
+        else:
+            log.failure("{name} failed", reason, name=self.name)
         self._done(True)
 
     def _done(self, failed: bool) -> None:

@@ -9,8 +9,10 @@ agents, host ``running``, VM commands.  Stop (SIGTERM, host command
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
+import sys
 from typing import Any, Callable, Generator, Optional
 
 from twisted.application.service import MultiService
@@ -103,6 +105,7 @@ class HKDService(MultiService):
         self.host_id = host_id
         self.reactor = reactor or default_reactor()
         self.exit = exit or self._stop_reactor
+        self.failed = False  # stopped by a fatal error or fencing, not on request
         self.db: Optional[Database] = None
         self.listener: Optional[Listener] = None
         self.ctx: Optional[HKDContext] = None
@@ -218,6 +221,7 @@ class HKDService(MultiService):
             log.critical("HKD cannot go on: {why}", why=why)
         else:
             log.failure("HKD cannot go on: {why}", failure, LogLevel.critical, why=why)
+        self.failed = True
         self.shutdown().addCallback(lambda _: self.exit())
 
     def _fence(self) -> None:
@@ -225,11 +229,21 @@ class HKDService(MultiService):
         log.error("this host was marked lost (or removed) in QVD-DB: killing its VMs (fencing)")
         if self.fleet is not None:
             self.fleet.post_all("hkd_kill")
+        self.failed = True
         self._request_stop("fenced")
 
     def _stop_reactor(self) -> None:
+        if self.failed:  # twistd exits 0 whatever happened: supervisors must see a failure
+            atexit.register(_exit_failed)
         if self.reactor.running:
             self.reactor.stop()
+
+
+def _exit_failed() -> None:
+    """The last thing the process does after twistd's own clean-up: exit status 1."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(1)
 
 
 def makeService(options: Options) -> HKDService:

@@ -44,7 +44,8 @@ class ClusterTests(HKDTestCase):
         finally:
             ended = b.ended()
             os.kill(b.pid, signal.SIGCONT)
-        yield ended  # node-b saw it was lost: it killed its VMs and stopped
+        # node-b saw it was lost: it killed its VMs and stopped, with a failure status
+        self.assertEqual((yield ended), 1, b.output())
         self.assertTrue(pid_gone(row["vm_pid"]))
         self.assertEqual(self.host_state(b_id), "stopped")
         self.assertEqual((self.vm_row(vm_id)["vm_state"], self.vm_row(vm_id)["host_id"]),

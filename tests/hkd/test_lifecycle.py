@@ -8,6 +8,7 @@ import signal
 from twisted.internet.defer import inlineCallbacks
 
 from tests.hkd.support import HKDTestCase, pid_gone
+from tests.support.postgres import cluster
 
 PORT_COLUMNS = ("host_id", "vm_address", "vm_vma_port", "vm_x_port", "vm_pid", "vm_cmd")
 
@@ -130,6 +131,20 @@ class RestartTests(HKDTestCase):
         for vm_id, pid in zip(vms, pids):
             self.assertEqual(self.vm_row(vm_id)["vm_state"], "stopped")
             self.assertTrue(pid_gone(pid))
+
+    @inlineCallbacks
+    def test_losing_the_database_ends_the_hkd_with_a_failure_status(self):
+        """A supervisor (systemd's Restart=on-failure) must see that the HKD gave up."""
+        host_id, conf = self.host(extra="internal.hkd.agent.ticker.timeout = 2\n")
+        hkd = yield self.start_hkd(conf, host_id)
+        ended = hkd.ended()
+        name = self.db.name
+        self.addCleanup(cluster().psql, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        cluster().psql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        cluster().psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                       f" WHERE datname = '{name}'")
+        self.assertEqual((yield ended), 1, hkd.output())
+        self.assertIn("HKD cannot go on: no successful heartbeat", hkd.output())
 
     @inlineCallbacks
     def test_host_stop_command(self):
