@@ -11,8 +11,10 @@ from typing import Any, Generator
 import psutil
 from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import LogLevel, capturedLogs, eventAsJSON, formatEvent
 from twisted.trial import unittest
 
+from qvd.l7r.workers import WorkerPool
 from qvd.pgcluster import free_port
 from tests.hkd.support import poll
 from tests.support.postgres import drop_database, new_database
@@ -52,8 +54,9 @@ class WorkerTests(unittest.TestCase):
         """Bounded wait for a condition on real processes."""
         return poll(check, bool, timeout, what)
 
-    def start_l7r(self, processes: int) -> tuple[int, Any, _Quiet]:
-        """A real ``twistd -n qvd-l7r`` with ``l7r.processes``, on a fresh QVD-DB."""
+    def start_l7r(self, processes: int, *twistd: str) -> tuple[int, Any, _Quiet]:
+        """A real ``twistd -n <twistd options> qvd-l7r`` with ``l7r.processes``, on a
+        fresh QVD-DB."""
         db = new_database()
         self.addCleanup(drop_database, db)
         db.query("INSERT INTO hosts (name, address, frontend, backend)"
@@ -67,7 +70,8 @@ class WorkerTests(unittest.TestCase):
         conf = db.write_conf(directory, f"l7r.use_ssl = 0\nl7r.port = {port}\n"
                                         f"l7r.processes = {processes}\nl7r.address = 127.0.0.1\n")
         output = _Quiet()
-        argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "qvd-l7r", "--config", conf]
+        argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *twistd, "qvd-l7r",
+                "--config", conf]
         main = reactor.spawnProcess(output, argv[0], argv, env=dict(os.environ, PYTHONPATH=ROOT),
                                     path=directory)
 
@@ -109,3 +113,46 @@ class WorkerTests(unittest.TestCase):
         main.signalProcess("KILL")
         yield self.until(lambda: not listeners(port), "the orphaned worker stopping")
         yield output.ended
+
+    @defer.inlineCallbacks
+    def test_workers_log_to_the_first_process_log_file(self) -> Generator[Any, Any, None]:
+        """Not to a stdout that a daemon does not have."""
+        logfile = os.path.abspath(self.mktemp())
+        port, main, output = self.start_l7r(2, f"--logfile={logfile}")
+        yield self.until(lambda: len(listeners(port)) == 2, "two listening L7R processes")
+
+        def worker_lines() -> list[str]:
+            with open(logfile, errors="replace") as f:
+                return [line for line in f if "worker 0]" in line]
+
+        lines = yield self.until(worker_lines, "the worker's start in the log file")
+        self.assertIn(f"[qvd.l7r.service#info worker 0] L7R listening on 127.0.0.1:{port}",
+                      "".join(lines))
+        self.assertNotIn(b"L7R listening", output.output)
+
+
+class RelayTests(unittest.TestCase):
+    """The first process's side of the worker log pipe."""
+
+    def setUp(self) -> None:
+        self.published: list[dict[str, Any]] = []
+        self.pool = WorkerPool(reactor, 1, None, publish=self.published.append)
+
+    def test_a_worker_event_keeps_its_fields_and_names_the_worker(self) -> None:
+        record = "\x1e" + eventAsJSON({"log_namespace": "qvd.l7r.connect",
+                                       "log_level": LogLevel.warn, "log_time": 1700000000.5,
+                                       "log_format": "VM {vm_id} gone", "vm_id": 7}) + "\n"
+        self.pool.relay(2, record.encode())
+        [event] = self.published
+        self.assertEqual(formatEvent(event), "VM 7 gone")
+        self.assertEqual((event["log_system"], event["log_time"], event["log_level"]),
+                         ("qvd.l7r.connect#warn worker 2", 1700000000.5, LogLevel.warn))
+
+    def test_anything_else_is_logged_as_text(self) -> None:
+        with capturedLogs() as captured:
+            for line in (b"Traceback (most recent call last):", b"[1, 2]", b"{}", b"  \r"):
+                self.pool.relay(1, line)
+        self.assertEqual(self.published, [])
+        self.assertEqual([formatEvent(e) for e in captured],
+                         ["worker 1: Traceback (most recent call last):", "worker 1: [1, 2]",
+                          "worker 1: {}"])

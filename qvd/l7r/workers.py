@@ -4,7 +4,10 @@ Each worker is a whole ``qvd-l7r --worker``: its own reactor, database pool
 and LISTEN connection (so it hears the aborts addressed to its own pid).
 A worker that dies is started again after a short, growing delay; a worker
 whose first process died (even by SIGKILL) sees its stdin pipe close and
-stops, so no orphan keeps serving the port unsupervised.
+stops, so no orphan keeps serving the port unsupervised.  A worker's log
+events travel as JSON on its stdout to the first process, which publishes
+them to its own observers (``--logfile``, syslog or stdout) marked with the
+worker's number.
 """
 
 from __future__ import annotations
@@ -15,19 +18,26 @@ from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
 from twisted.internet import error, interfaces, protocol
-from twisted.logger import Logger
+from twisted.logger import (ILogObserver, Logger, eventFromJSON, globalLogPublisher,
+                            jsonFileLogObserver)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 log = Logger()
 
 RESTART_DELAYS = (1, 2, 5, 10, 30)
+MAX_RECORD = 1 << 20  # bytes of one log record from a worker before it is cut
+
+
+def to_parent() -> ILogObserver:
+    """A worker's log observer (``twistd --logger``): JSON events on its stdout."""
+    return jsonFileLogObserver(sys.stdout)
 
 
 def worker_argv(config_path: Optional[str]) -> list[str]:
     """How a worker is started: this L7R again, with ``--worker``."""
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "--nodaemon", "--pidfile=", "qvd-l7r", "--worker"]
+            "--nodaemon", "--pidfile=", f"--logger={__name__}.to_parent", "qvd-l7r", "--worker"]
     if config_path:
         argv += ["--config", os.path.abspath(config_path)]
     return argv
@@ -60,18 +70,32 @@ class _Worker(protocol.ProcessProtocol):
     def __init__(self, pool: "WorkerPool", slot: int):
         self.pool = pool
         self.slot = slot
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        """Log records, one per line; a runaway line is passed on in pieces."""
+        *records, self._partial = (self._partial + data).split(b"\n")
+        if len(self._partial) > MAX_RECORD:
+            records.append(self._partial)
+            self._partial = b""
+        for record in records:
+            self.pool.relay(self.slot, record)
 
     def processEnded(self, reason: Any) -> None:
+        if self._partial:
+            self.pool.relay(self.slot, self._partial)
         self.pool.ended(self)
 
 
 class WorkerPool(Service):
     name = "l7r-workers"
 
-    def __init__(self, reactor: Any, count: int, config_path: Optional[str]):
+    def __init__(self, reactor: Any, count: int, config_path: Optional[str],
+                 publish: Callable[[dict[str, Any]], None] = globalLogPublisher):
         self.reactor = reactor
         self.count = count
         self.config_path = config_path
+        self.publish = publish
         self.workers: dict[int, _Worker] = {}
         self._failures: dict[int, int] = {}
 
@@ -86,9 +110,23 @@ class WorkerPool(Service):
         worker = _Worker(self, slot)
         argv = worker_argv(self.config_path)
         self.reactor.spawnProcess(worker, argv[0], argv, env=os.environ,
-                                  childFDs={0: "w", 1: 1, 2: 2})
+                                  childFDs={0: "w", 1: "r", 2: 2})
         self.workers[slot] = worker
         log.info("started L7R worker {slot} (pid {pid})", slot=slot, pid=worker.transport.pid)
+
+    def relay(self, slot: int, record: bytes) -> None:
+        """Publish one of a worker's log records here, its origin in the system field."""
+        text = record.decode("utf-8", "replace").strip("\x1e \r\n")
+        if not text:
+            return
+        try:
+            event = eventFromJSON(text)
+            level = event["log_level"].name
+            event["log_system"] = f"{event['log_namespace']}#{level} worker {slot}"
+        except (ValueError, KeyError, TypeError, AttributeError):  # not one of its records
+            log.info("worker {slot}: {text}", slot=slot, text=text)
+            return
+        self.publish(event)
 
     def ended(self, worker: _Worker) -> None:
         if self.workers.get(worker.slot) is not worker or not self.running:
