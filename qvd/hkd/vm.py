@@ -54,6 +54,7 @@ class VMHandler:
         self._waiter: Optional[defer.Deferred[Event]] = None
         self._heavy = False
         self._counted = False  # run_ok counts boots, not returns from debugging
+        self._hkd_stopping = False
         self._finished = Once()
 
     # -- interface for the HKD ----------------------------------------------------------
@@ -66,6 +67,8 @@ class VMHandler:
         self._run(self._recover(db_state))
 
     def post(self, event: str, **details: Any) -> None:
+        if event in ("hkd_stop", "hkd_kill"):
+            self._hkd_stopping = True
         self._events.append((event, details))
         if self._waiter is not None:
             waiter, self._waiter = self._waiter, None
@@ -329,7 +332,8 @@ class VMHandler:
             except Exception as e:
                 log.warn("VM {vm_id}: cannot clear its runtime row: {error}", vm_id=self.vm_id,
                          error=e)
-                if any(event == "hkd_kill" for event, _ in self._events):
+                if self._hkd_stopping:  # the VM is gone: the next HKD start clears its row
+                    log.warn("VM {vm_id}: row left for the next HKD start", vm_id=self.vm_id)
                     return
                 yield task.deferLater(self.ctx.reactor, self.ctx.timeout("zombie.db.delaying"),
                                       lambda: None)

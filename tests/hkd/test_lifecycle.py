@@ -132,19 +132,47 @@ class RestartTests(HKDTestCase):
             self.assertEqual(self.vm_row(vm_id)["vm_state"], "stopped")
             self.assertTrue(pid_gone(pid))
 
+    def cut_database(self) -> None:
+        """No session of this test's QVD-DB survives, and no new one is let in."""
+        name = self.db.name
+        self.addCleanup(self.restore_database)
+        cluster().psql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        cluster().psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                       f" WHERE datname = '{name}'")
+
+    def restore_database(self) -> None:
+        cluster().psql(f'ALTER DATABASE "{self.db.name}" ALLOW_CONNECTIONS true')
+
     @inlineCallbacks
     def test_losing_the_database_ends_the_hkd_with_a_failure_status(self):
         """A supervisor (systemd's Restart=on-failure) must see that the HKD gave up."""
         host_id, conf = self.host(extra="internal.hkd.agent.ticker.timeout = 2\n")
         hkd = yield self.start_hkd(conf, host_id)
         ended = hkd.ended()
-        name = self.db.name
-        self.addCleanup(cluster().psql, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        cluster().psql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        cluster().psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                       f" WHERE datname = '{name}'")
+        self.cut_database()
         self.assertEqual((yield ended), 1, hkd.output())
         self.assertIn("HKD cannot go on: no successful heartbeat", hkd.output())
+
+    @inlineCallbacks
+    def test_sigterm_without_the_database_stops_the_vms_at_once(self):
+        """No waiting for QVD-DB to write rows down: the next start does it."""
+        host_id, conf = self.host(extra="internal.hkd.stopping.vms.timeout = 300\n")
+        hkd = yield self.start_hkd(conf, host_id)
+        vm_id = self.new_vm("v1")
+        self.qa(f"vm id={vm_id} start")
+        pid = (yield self.wait_vm(vm_id, "running"))["vm_pid"]
+        ended = hkd.ended()
+        self.cut_database()
+        hkd.process.signalProcess("TERM")
+        yield self.poll(lambda: ended.called, bool, 30, "HKD exit after SIGTERM")
+        self.assertTrue(pid_gone(pid))
+        self.assertIn(f"VM {vm_id}: row left for the next HKD start", hkd.output())
+
+        self.restore_database()
+        self.assertEqual(self.vm_row(vm_id)["vm_state"], "running")  # all QVD-DB knows
+        yield self.start_hkd(conf, host_id)
+        row = yield self.wait_vm(vm_id, "stopped")
+        self.assertEqual((row["host_id"], row["vm_pid"]), (None, None))
 
     @inlineCallbacks
     def test_host_stop_command(self):
