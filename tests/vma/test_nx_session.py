@@ -99,10 +99,9 @@ class SessionTests(unittest.TestCase):
         self.assertIsNone(hook_argv(self.directory, "timedatectl"))  # the node's zone stays
 
         proxy = yield self.attach(x_display)
-        client_side = yield xwininfo(x_display)
-        self.assertIn('"QVD": ("NXAgent" "NXAgent")', client_side)
-        session_side = yield xwininfo(f":{self.settings.display}")
-        self.assertIn('"xclock"', session_side)
+        # "connected" comes before the windows are mapped: wait for them (bounded)
+        yield poll(lambda: xwininfo(x_display), lambda tree: '"QVD": ("NXAgent" "NXAgent")' in tree)
+        yield poll(lambda: xwininfo(f":{self.settings.display}"), lambda tree: '"xclock"' in tree)
         xclock = self.session_client_pid()
         self.assertEqual((yield self.wait_hook("connected")), ["qvd.hook.on_state", "connected"])
 
