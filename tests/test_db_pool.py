@@ -136,6 +136,19 @@ class DatabaseTests(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     @defer.inlineCallbacks
+    def test_close_ends_a_retry_in_waiting(self) -> Generator[Any, Any, None]:
+        """No timer outlives the pool; the caller hears the pool is closed."""
+        clock = RecordingClock()
+        database = yield self.started(clock=clock)
+        result = database.run_interaction(lambda cursor: cursor.execute(FORCE_40001))
+        yield clock.next_delay()  # fires inside the pool's callLater: let the pool go on first
+        yield task.deferLater(reactor, 0, lambda: None)
+        yield database.close()
+        error = yield self.assertFailure(result, DatabaseError)
+        self.assertIn("is closed", str(error))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    @defer.inlineCallbacks
     def test_other_errors_propagate_at_once(self) -> Generator[Any, Any, None]:
         clock = RecordingClock()
         database = yield self.started(clock=clock)

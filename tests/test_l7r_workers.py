@@ -121,13 +121,13 @@ class WorkerTests(unittest.TestCase):
         port, main, output = self.start_l7r(2, f"--logfile={logfile}")
         yield self.until(lambda: len(listeners(port)) == 2, "two listening L7R processes")
 
-        def worker_lines() -> list[str]:
-            with open(logfile, errors="replace") as f:
-                return [line for line in f if "worker 0]" in line]
+        listening = f"[qvd.l7r.service#info worker 0] L7R listening on 127.0.0.1:{port}"
 
-        lines = yield self.until(worker_lines, "the worker's start in the log file")
-        self.assertIn(f"[qvd.l7r.service#info worker 0] L7R listening on 127.0.0.1:{port}",
-                      "".join(lines))
+        def logged() -> bool:
+            with open(logfile, errors="replace") as f:
+                return listening in f.read()
+
+        yield self.until(logged, "the worker's start in the log file")
         self.assertNotIn(b"L7R listening", output.output)
 
 

@@ -255,13 +255,17 @@ class Database:
             kwargs,
         )
         self._closed = False
+        self._backoffs: set[defer.Deferred[None]] = set()
 
     def start(self) -> defer.Deferred[Database]:
         """Open every connection now, so a bad configuration shows at start-up."""
         return self._pool.start().addCallback(lambda _: self)
 
     def close(self) -> defer.Deferred[None]:
+        """Close the connections; a statement waiting to be retried fails now."""
         self._closed = True
+        for backoff in list(self._backoffs):
+            backoff.cancel()
         self._pool.close()
         return defer.succeed(None)
 
@@ -301,5 +305,12 @@ class Database:
                     "transaction failed ({code}: {error}), retry {attempt} in {delay:.3f}s",
                     code=e.pgcode, error=first_line(e), attempt=attempt, delay=delay,
                 )
-            yield task.deferLater(self.clock, delay, lambda: None)
+            backoff = task.deferLater(self.clock, delay, lambda: None)
+            self._backoffs.add(backoff)
+            try:
+                yield backoff
+            except defer.CancelledError:
+                raise DatabaseError(f"the pool for {self.where} is closed") from None
+            finally:
+                self._backoffs.discard(backoff)
             attempt += 1

@@ -11,6 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from tests.client.support import ARTIFACTS, NodeTestCase, screenshot, start_xvfb, window
 from tests.hkd.support import poll
+from tests.support import waiting
 from tests.vma.support import start_nxproxy
 
 
@@ -58,13 +59,13 @@ class DesktopTests(NodeTestCase):
         self.assertIn("session stays suspended", first.stderr)
         yield poll(lambda: self.runtime()["user_state"], lambda s: s == "disconnected", 20,
                    "user_state")
-        state = yield self.x_state()
-        self.assertEqual(state, "suspended")
+        # nxagent goes suspending -> suspended once it notices its link is gone
+        yield waiting.poll(self.x_state, lambda s: s == "suspended", 20, "x_state")
         yield poll(lambda: window(display, "xclock"), lambda w: w is None, 20, "window gone")
 
         yield self.desktop(display, "-o")
         self.assertEqual(self.session_pids(), [xclock])
-        self.assertEqual((yield self.x_state()), "connected")
+        yield waiting.poll(self.x_state, lambda s: s == "connected", 20, "x_state")
 
     @inlineCallbacks
     def test_a_second_client_takes_the_session_over(self):

@@ -17,6 +17,7 @@ from twisted.internet.utils import getProcessOutput
 from twisted.trial import unittest
 
 from qvd.http.simplerpc import RPCError
+from tests.hkd.support import pid_gone
 from tests.vma.support import (
     SESSION_ACCOUNT,
     hook_argv,
@@ -120,7 +121,7 @@ class SessionTests(unittest.TestCase):
 
         self.assertEqual((yield self.rpc.call("x_stop")), "stopping")
         yield self.wait_state("stopped")
-        self.assertFalse(psutil.pid_exists(xclock) and psutil.Process(xclock).status() != "zombie")
+        yield poll(lambda: succeed(pid_gone(xclock)), bool)  # X clients die with their server
         self.assertFalse(os.path.exists(self.settings.state_path))
         self.assertFalse(os.path.exists(self.settings.pid_path))
         self.assertEqual((yield self.wait_hook("disconnected")), ["qvd.hook.on_state", "stopped"])
