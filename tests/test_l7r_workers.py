@@ -75,10 +75,12 @@ class WorkerTests(unittest.TestCase):
         main = reactor.spawnProcess(output, argv[0], argv, env=dict(os.environ, PYTHONPATH=ROOT),
                                     path=directory)
 
-        def stop() -> defer.Deferred:
+        @defer.inlineCallbacks
+        def stop() -> Generator[Any, Any, None]:
             if not output.ended.called:
                 main.signalProcess("KILL")
-            return self.until(lambda: not listeners(port), "every L7R process gone")
+            yield output.ended  # reaped, its pipes closed: nothing left in the reactor
+            yield self.until(lambda: not listeners(port), "every L7R process gone")
 
         self.addCleanup(stop)
         return port, main, output
