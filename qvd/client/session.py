@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from qvd.client.l7r import L7RProtocol
 from qvd.client.settings import Settings
 from qvd.hkd.once import Once
+from qvd.lines import LineSplitter
 from qvd.l7r.splice import SpliceEnd
 
 log = Logger()
@@ -128,12 +129,10 @@ class NXProxy(protocol.ProcessProtocol):
         self.tail: deque[str] = deque(maxlen=30)
         self.code: Optional[int] = None
         self._exit = Once()
-        self._partial = b""
+        self._lines = LineSplitter()
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for raw in lines:
+        for raw in self._lines.feed(data):
             line = raw.decode("utf-8", "replace").rstrip()
             self.tail.append(line)
             if self.echo:

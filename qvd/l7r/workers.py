@@ -23,10 +23,11 @@ from twisted.logger import (ILogObserver, Logger, eventFromJSON, globalLogPublis
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from qvd.lines import LineSplitter
+
 log = Logger()
 
 RESTART_DELAYS = (1, 2, 5, 10, 30)
-MAX_RECORD = 1 << 20  # bytes of one log record from a worker before it is cut
 
 
 def to_parent() -> ILogObserver:
@@ -70,20 +71,16 @@ class _Worker(protocol.ProcessProtocol):
     def __init__(self, pool: "WorkerPool", slot: int):
         self.pool = pool
         self.slot = slot
-        self._partial = b""
+        self._records = LineSplitter()
 
     def outReceived(self, data: bytes) -> None:
         """Log records, one per line; a runaway line is passed on in pieces."""
-        *records, self._partial = (self._partial + data).split(b"\n")
-        if len(self._partial) > MAX_RECORD:
-            records.append(self._partial)
-            self._partial = b""
-        for record in records:
+        for record in self._records.feed(data):
             self.pool.relay(self.slot, record)
 
     def processEnded(self, reason: Any) -> None:
-        if self._partial:
-            self.pool.relay(self.slot, self._partial)
+        if self._records.partial:
+            self.pool.relay(self.slot, self._records.partial)
         self.pool.ended(self)
 
 

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qvd.http.simplerpc import RPCError
+from qvd.lines import LineSplitter
 from qvd.vma import nxoptions, spawn
 from qvd.vma.hooks import Hooks
 from qvd.vma.provisioning import Provisioner, SessionAccount
@@ -78,13 +79,12 @@ class _XinitProtocol(ProcessProtocol):
         self.session = session
         self.log_file = log_file
         self.exited: Deferred = Deferred()
-        self._partial = {1: b"", 2: b""}
+        self._lines = {1: LineSplitter(), 2: LineSplitter()}
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
         self.log_file.write(data)
         self.log_file.flush()
-        *lines, self._partial[fd] = (self._partial[fd] + data).split(b"\n")
-        for line in lines:
+        for line in self._lines[fd].feed(data):
             self.session.output_line(self, line.decode("utf-8", "replace").rstrip("\r"))
 
     def processExited(self, reason: Failure) -> None:
