@@ -14,6 +14,7 @@ import io
 import ipaddress
 import os
 import pwd
+import re
 import secrets
 import socket
 import stat
@@ -41,8 +42,12 @@ DB_USER = DB_NAME = "qvd"
 DEMO_IMAGE = "qvd-demo-desktop.tar.gz"
 
 
+def _marker_line(data: str) -> str:
+    return f"{MARKER} for the node in {data}; your edits are kept."
+
+
 def _conf_text(data: str, port: int, password: str) -> str:
-    return f"""{MARKER} for the node in {data}; your edits are kept.
+    return f"""{_marker_line(data)}
 nodename = {socket.gethostname()}
 database.host = 127.0.0.1
 database.port = {port}
@@ -71,12 +76,23 @@ def ensure_node_conf(data: str, port: Optional[int] = None) -> str:
     return path
 
 
-def publish_system_conf(conf_path: str, target: str) -> bool:
-    """Copy node.conf to ``target`` unless an administrator's own file is there."""
-    if os.path.exists(target):
-        with open(target) as f:
-            if not f.readline().startswith(MARKER):
-                return False
+def system_conf_owner(target: str) -> Optional[str]:
+    """Whose ``target`` is: None if there is none, the data directory of the embedded
+    node that wrote it, or ``""`` for an administrator's own file."""
+    if not os.path.exists(target):
+        return None
+    with open(target) as f:
+        first = f.readline()
+    match = re.fullmatch(re.escape(MARKER) + r" for the node in (.*); your edits are kept\.\n?",
+                         first)
+    return match.group(1) if match else ""
+
+
+def publish_system_conf(conf_path: str, target: str, data: str) -> bool:
+    """Copy node.conf to ``target`` unless an administrator's own file, or another
+    embedded node's, is there."""
+    if system_conf_owner(target) not in (None, data):
+        return False
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with open(conf_path) as src:
         text = src.read()
@@ -202,15 +218,24 @@ def setup(data: str, port: Optional[int] = None, system_conf: str = SYSTEM_CONF)
     if ensure_certificate(config.get("path.l7r.ssl.key"), config.get("path.l7r.ssl.cert"),
                           config.get("nodename")):
         created.append("self-signed L7R certificate")
-    published = bool(system_conf) and publish_system_conf(conf_path, system_conf)
-    return _summary(data, conf_path, system_conf if published else None, values, created,
+    published = bool(system_conf) and publish_system_conf(conf_path, system_conf, data)
+    return _summary(data, conf_path, system_conf, published, values, created,
                     vm.rows[0][0], config.get("path.l7r.ssl.cert"))
 
 
-def _summary(data: str, conf_path: str, published: Optional[str], values: dict,
+def _summary(data: str, conf_path: str, system_conf: str, published: bool, values: dict,
              created: list[str], vm_id: int, config_cert: str) -> str:
-    conf_note = f" (also {published})" if published else (
-        f"\n             to use it: qa -c {conf_path} ... (or export QVD_CONFIG={conf_path})")
+    owner = system_conf_owner(system_conf) if system_conf and not published else None
+    if published:
+        conf_note = f" (also {system_conf})"
+    else:
+        conf_note = (f"\n             to use it: qa -c {conf_path} ... (or export"
+                     f" QVD_CONFIG={conf_path})")
+        if owner:
+            conf_note += (f"\n             {system_conf} was left alone: it is the embedded node"
+                          f" in {owner}'s")
+        elif owner == "":
+            conf_note += f"\n             {system_conf} was left alone: it is your own"
     made = f"created now: {', '.join(created)}" if created else "already there"
     return (
         "QVD node ready on embedded defaults\n"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from twisted.application.service import MultiService
+from typing import Any, Generator
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
 from twisted.python import usage
 
 from qvd.hkd import service as hkd
@@ -15,8 +18,20 @@ class Options(usage.Options):
     ]
 
 
+class NodeService(MultiService):
+    """The node's services, stopped one after the other in reverse order: the L7R
+    first (its sessions cut and their rows reset), then the HKD (the VMs stopped),
+    each with its database still open."""
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Generator[defer.Deferred[Any], Any, None]:
+        Service.stopService(self)
+        for service in reversed(list(self)):
+            yield service.stopService()
+
+
 def makeService(options: Options) -> MultiService:
-    node = MultiService()
+    node = NodeService()
     node.setName("qvd-node")
     hkd.makeService({"config": options["config"]}).setServiceParent(node)
     l7r.makeService({"config": options["config"], "worker": False}).setServiceParent(node)

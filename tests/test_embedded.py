@@ -28,10 +28,10 @@ class EmbeddedSetupTests(unittest.TestCase):
         self.addCleanup(
             lambda: LocalCluster(os.path.join(self.data, "postgresql"), self.port).destroy())
 
-    def setup_node(self) -> str:
+    def setup_node(self, data: str = "", port: int = 0) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "qvd.embedded", "setup", "--data", self.data,
-             "--port", str(self.port), "--system-conf", self.system_conf],
+            [sys.executable, "-m", "qvd.embedded", "setup", "--data", data or self.data,
+             "--port", str(port or self.port), "--system-conf", self.system_conf],
             capture_output=True, text=True)
         self.assertEqual(done.returncode, 0, done.stderr)
         return done.stdout
@@ -84,6 +84,21 @@ class EmbeddedSetupTests(unittest.TestCase):
         self.assertIn(f"qa -c {self.data}/node.conf", output)
         with open(self.system_conf) as f:
             self.assertEqual(f.read(), "nodename = production\n")
+
+    def test_a_second_embedded_node_leaves_the_first_ones_system_conf_alone(self):
+        self.setup_node()
+        with open(self.system_conf) as f:
+            first = f.read()
+        second, port = os.path.join(os.path.dirname(self.data), "second"), free_port()
+        self.addCleanup(
+            lambda: LocalCluster(os.path.join(second, "postgresql"), port).destroy())
+        output = self.setup_node(second, port)
+        with open(self.system_conf) as f:
+            self.assertEqual(f.read(), first)
+        self.assertIn(f"qa -c {second}/node.conf", output)
+        self.assertIn(f"{self.system_conf} was left alone: it is the embedded node in"
+                      f" {self.data}'s", output)
+        self.assertIn("Total: 1", self.qa("vm", "get"), "qa still reaches the first node")
 
     def test_stop(self):
         self.setup_node()

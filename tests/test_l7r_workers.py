@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ from twisted.logger import LogLevel, capturedLogs, eventAsJSON, formatEvent
 from twisted.trial import unittest
 
 from qvd.l7r.workers import WorkerPool
+from qvd.passwords import qvd_hash
 from qvd.pgcluster import free_port
 from tests.hkd.support import poll
 from tests.support.postgres import drop_database, new_database
@@ -41,6 +43,18 @@ def listeners(port: int) -> set[int]:
             if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid}
 
 
+def list_of_vm(port: int, credentials: str) -> tuple[int, int]:
+    """(HTTP status, pid of the L7R process that served it) of one list_of_vm."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        authorization = base64.b64encode(credentials.encode()).decode()
+        s.sendall(f"GET /qvd/list_of_vm HTTP/1.1\nAuthorization: Basic {authorization}\n\n"
+                  .encode())
+        status = int(s.recv(4096).split()[1])
+        server = {c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port
+                  and c.raddr and c.raddr.port == s.getsockname()[1] and c.pid}
+        return status, server.pop()
+
+
 def ping(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET /qvd/ping HTTP/1.1\n\n")
@@ -54,21 +68,24 @@ class WorkerTests(unittest.TestCase):
         """Bounded wait for a condition on real processes."""
         return poll(check, bool, timeout, what)
 
-    def start_l7r(self, processes: int, *twistd: str) -> tuple[int, Any, _Quiet]:
+    def start_l7r(self, processes: int, *twistd: str, conf: str = "") -> tuple[int, Any, _Quiet]:
         """A real ``twistd -n <twistd options> qvd-l7r`` with ``l7r.processes``, on a
-        fresh QVD-DB."""
+        fresh QVD-DB (user alice, password s3cret); ``conf`` is more node.conf."""
         db = new_database()
         self.addCleanup(drop_database, db)
         db.query("INSERT INTO hosts (name, address, frontend, backend)"
                  " VALUES ('test-node', '127.0.0.1', true, true)")
-        db.query("INSERT INTO host_runtimes (host_id, state, blocked)"
-                 " SELECT id, 'running', false FROM hosts")
+        db.query("INSERT INTO host_runtimes (host_id, state, blocked, ok_ts)"
+                 " SELECT id, 'running', false, now() FROM hosts")
         db.query("INSERT INTO host_counters (host_id) SELECT id FROM hosts")
+        db.query("INSERT INTO users (tenant_id, login, password) SELECT id, 'alice', %s"
+                 " FROM tenants WHERE name = 'default'", (qvd_hash("s3cret", "qvd1234"),))
         port = free_port()
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         conf = db.write_conf(directory, f"l7r.use_ssl = 0\nl7r.port = {port}\n"
-                                        f"l7r.processes = {processes}\nl7r.address = 127.0.0.1\n")
+                                        f"l7r.processes = {processes}\nl7r.address = 127.0.0.1\n"
+                                        f"path.run = {directory}/run\n{conf}")
         output = _Quiet()
         argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *twistd, "qvd-l7r",
                 "--config", conf]
@@ -106,6 +123,23 @@ class WorkerTests(unittest.TestCase):
         main.signalProcess("TERM")
         yield output.ended
         yield self.until(lambda: not listeners(port), "all workers ending")
+
+    @defer.inlineCallbacks
+    def test_failed_logins_are_counted_for_all_processes(self) -> Generator[Any, Any, None]:
+        """Five wrong passwords, wherever the kernel sent them, lock the login in every
+        process: none of ten tries with the right password gets in (counted per process,
+        a worker that saw fewer than five would let one through)."""
+        port, main, output = self.start_l7r(
+            processes=2, conf="l7r.auth.throttle.max_failures = 5\n")
+        yield self.until(lambda: len(listeners(port)) == 2, "two listening L7R processes")
+        wrong = yield threads.deferToThread(
+            lambda: [list_of_vm(port, "alice:wrong") for _ in range(5)])
+        self.assertEqual({status for status, _ in wrong}, {401})
+        right = yield threads.deferToThread(
+            lambda: [list_of_vm(port, "alice:s3cret") for _ in range(10)])
+        self.assertEqual([status for status, _ in right], [401] * 10)
+        served_by = {pid for _, pid in wrong + right}
+        self.assertEqual(len(served_by), 2, "both processes answered")
 
     @defer.inlineCallbacks
     def test_workers_stop_when_the_first_process_is_killed(self) -> Generator[Any, Any, None]:

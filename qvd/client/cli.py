@@ -34,7 +34,9 @@ log = Logger(namespace="qvd.client.cli")  # also when run as python -m
 
 ACTIONS = ("connect", "list", "stop", "token")
 TAKEN_OVER = ("The server closed the session: another client has taken this virtual machine"
-              " over (or an administrator disconnected it).")
+              " over (or an administrator disconnected or stopped it).")
+CONNECTION_LOST = ("The connection to the server was lost (the server stopped, or the network"
+                   " failed): connect again to resume the session.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +123,7 @@ class Client:
         self.nxproxy: Optional[session.NXProxy] = None
         self.relay: Optional[session.Relay] = None
         self.interrupted_by_signal = False
+        self.finished = False  # the run ended by itself: the reactor stops for no signal
 
     def expect(self, reply: Reply, status: int) -> Reply:
         if reply.status != status:
@@ -244,6 +247,8 @@ class Client:
                 f"The X server {os.environ.get('DISPLAY')} refused the desktop's windows: allow"
                 " them (xhost +si:localuser:$USER), or start Xvfb with -ac.", Exit.FAILED,
                 "\n".join(nxproxy.tail))
+        if side == session.SERVER and not self.relay.server_closed_cleanly:
+            raise ClientError(CONNECTION_LOST, Exit.SERVER)
         if side == session.SERVER and nxproxy is not None and nxproxy.link_broken:
             raise ClientError(TAKEN_OVER, Exit.TAKEN_OVER)
         log.info("The desktop session ended." if side == session.SERVER else "Session closed.")
@@ -251,6 +256,8 @@ class Client:
 
     def interrupted(self) -> Optional[defer.Deferred[None]]:
         """The reactor stops (a signal): end the session cleanly; the VM keeps it suspended."""
+        if self.finished:
+            return None
         self.interrupted_by_signal = True
         if self.relay is None:
             log.info("Interrupted.")
@@ -271,8 +278,10 @@ def _run(reactor: Any, settings: Settings, args: argparse.Namespace,
     try:
         status = yield client.run(action)
     except ClientError as e:
+        client.finished = True
         report(e, settings.verbose)
         raise SystemExit(int(e.status))
+    client.finished = True
     raise SystemExit(int(status))
 
 

@@ -46,6 +46,9 @@ _MESSAGES: list[tuple[str, str, Exit]] = [
      "The server cannot reach its database just now: try again in a moment.", Exit.SERVER),
     (r"Server is blocked",
      "The server is blocked for maintenance: try again later.", Exit.SERVER),
+    (r"The HKD of this node is not running",
+     "The server cannot start virtual machines just now (its house-keeping daemon is not"
+     " running): try again later or tell your administrator.", Exit.SERVER),
     (r"Server is (\w+)",
      r"The server is \1 and accepts no connections now: try again later.", Exit.SERVER),
     (r"The requested virtual machine is offline for maintenance",

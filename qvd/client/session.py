@@ -56,9 +56,14 @@ class Relay:
         if not self.ended.called:
             self.ended.callback(SERVER if end is self.remote else LOCAL)
 
+    @property
+    def server_closed_cleanly(self) -> bool:
+        """The L7R closed the stream itself (a TLS ``close_notify``), as it does when the
+        session ends on purpose; False when the connection was lost or cut."""
+        return self.remote.clean
+
     def close(self) -> None:
-        if self.remote.transport is not None:
-            self.remote.transport.loseConnection()
+        self.remote.close()
 
 
 class _OneConnection(protocol.Factory):

@@ -6,6 +6,7 @@ and column names) reviewable at a glance; all of it is parameterised.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Generator, Optional
 
 from twisted.internet import defer
@@ -246,10 +247,11 @@ VM_ROW = (
 
 
 def node_status(db: Database, nodename: str) -> defer.Deferred[list[tuple[Any, ...]]]:
-    """(host id, address, state, blocked) of the node named ``nodename``."""
+    """(host id, address, state, blocked, seconds since its HKD's last heartbeat or
+    None) of the node named ``nodename``."""
     return db.run_query(
-        "SELECT h.id, h.address, r.state, r.blocked FROM hosts h"
-        " JOIN host_runtimes r ON r.host_id = h.id WHERE h.name = %s", (nodename,))
+        "SELECT h.id, h.address, r.state, r.blocked, EXTRACT(EPOCH FROM now() - r.ok_ts)"
+        " FROM hosts h JOIN host_runtimes r ON r.host_id = h.id WHERE h.name = %s", (nodename,))
 
 
 def count(db: Database, host_id: int, *counters: str) -> defer.Deferred[None]:
@@ -450,19 +452,38 @@ def user_with_tenant(db: Database, user_id: int) -> defer.Deferred[list[tuple[An
         " JOIN tenants t ON t.id = u.tenant_id WHERE u.id = %s", (user_id,))
 
 
-def use_token(db: Database, token: str, now: int) -> defer.Deferred[Optional[tuple[Any, ...]]]:
-    """(user id, vm id, stored auth params) of a valid token; None if unknown or expired.
+@dataclass(frozen=True)
+class TokenGrant:
+    """What a valid ``user_tokens`` row grants: whose it is, for which VM, until when."""
+
+    user_id: int
+    vm_id: Optional[int]
+    expiration: int
+    multi_use: bool
+    parameters: Any  # the stored ``user_auth_parameters`` JSON, if any
+
+
+def use_token(db: Database, token: str, now: int) -> defer.Deferred[Optional[TokenGrant]]:
+    """The grant of a valid token; None if unknown or expired.
 
     Expired tokens are deleted, and so are single-use ones as they are used
-    (QVD 4 set their expiration to 0, which comes to the same).
+    (QVD 4 set their expiration to 0, which comes to the same), each with its
+    stored auth params.
     """
     return db.run_interaction(_use_token, token, now)
+
+
+# A token and the auth params it carries, gone together (the params row has no other user).
+DELETE_TOKENS = (
+    "WITH gone AS (DELETE FROM user_tokens WHERE {where} RETURNING auth_params_id)"
+    " DELETE FROM user_auth_parameters WHERE id IN (SELECT auth_params_id FROM gone)"
+)
 
 
 @defer.inlineCallbacks
 def _use_token(
     cursor: Cursor, token: str, now: int
-) -> Generator[defer.Deferred[Any], Any, Optional[tuple[Any, ...]]]:
+) -> Generator[defer.Deferred[Any], Any, Optional[TokenGrant]]:
     yield cursor.execute(
         "SELECT t.user_id, t.vm_id, t.expiration, t.multi_use, p.parameters FROM user_tokens t"
         " LEFT JOIN user_auth_parameters p ON p.id = t.auth_params_id"
@@ -470,12 +491,21 @@ def _use_token(
     row = cursor.fetchone()
     if row is None:
         return None
-    user_id, vm_id, expiration, multi_use, parameters = row
-    if now > expiration or not multi_use:
-        yield cursor.execute("DELETE FROM user_tokens WHERE token = %s", (token,))
-    if now > expiration:
+    grant = TokenGrant(*row)
+    if now > grant.expiration or not grant.multi_use:
+        yield cursor.execute(DELETE_TOKENS.format(where="token = %s"), (token,))
+    if now > grant.expiration:
         return None
-    return user_id, vm_id, parameters
+    return grant
+
+
+def delete_token(db: Database, token: str) -> defer.Deferred[None]:
+    """The token and its stored auth params, gone (a session's token when the session ends)."""
+    return db.run_operation(DELETE_TOKENS.format(where="token = %s"), (token,))
+
+
+def delete_expired_tokens(db: Database, now: int) -> defer.Deferred[None]:
+    return db.run_operation(DELETE_TOKENS.format(where="expiration < %s"), (now,))
 
 
 INSERT_AUTH_PARAMS = "INSERT INTO user_auth_parameters (parameters) VALUES (%s) RETURNING id"

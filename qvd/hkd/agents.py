@@ -1,4 +1,5 @@
-"""The HKD's periodic agents: heartbeat, host commands, VM commands, expiration, cluster.
+"""The HKD's periodic agents: heartbeat, host commands, VM commands, expiration, cluster,
+and the sweep of expired tokens.
 
 Each is a ``Periodic`` service (NOTIFY and/or polling) whose action is one
 short conversation with QVD-DB.
@@ -140,3 +141,14 @@ def cluster_monitor(ctx: HKDContext) -> Periodic:
         return base + random.uniform(0, ctx.config.get_float(prefix + "fuzzy_delay"))
 
     return Periodic("cluster-monitor", ctx.reactor, check, delay, run_at_start=False)
+
+
+def token_sweeper(ctx: HKDContext) -> Periodic:
+    """Expired Bearer tokens and their stored auth params are deleted (ours: QVD 4 kept
+    every row; an expired token is also deleted when someone tries it)."""
+
+    def sweep() -> defer.Deferred[None]:
+        return queries.delete_expired_tokens(ctx.db, ctx.epoch())
+
+    return Periodic("token-sweeper", ctx.reactor, sweep,
+                    _every(ctx, "internal.hkd.agent.token_sweeper.delay"))

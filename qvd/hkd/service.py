@@ -155,7 +155,7 @@ class HKDService(MultiService):
             self.fleet.recover(vm_id, state)
         for agent in (agents.host_commands(ctx, self.listener, self._request_stop),
                       agents.expiration_monitor(ctx, self.fleet),
-                      agents.cluster_monitor(ctx)):
+                      agents.cluster_monitor(ctx), agents.token_sweeper(ctx)):
             agent.setServiceParent(self)
         if self._stopping:
             return

@@ -56,7 +56,12 @@ class Channel:
         return not self.lost.called
 
     def close(self) -> None:
-        self._protocol.transport.loseConnection()
+        """Close cleanly (a TLS ``close_notify``), within ``Timeouts.close``."""
+        self._protocol.hang_up()
+
+    def abort(self) -> None:
+        """Drop the connection at once (no ``close_notify``: the peer sees it lost)."""
+        self._protocol.transport.abortConnection()
 
     def processing(self, headers: list[tuple[str, str]]) -> None:
         """Send one ``102 Processing`` head (ignored once the peer is gone)."""
@@ -123,13 +128,16 @@ class IRequestHandler(Interface):
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds a peer may stall: reading a head, idle between requests, and
-    (when set) from connecting to its first complete head, a TLS handshake
-    included, so that silent connections cannot pile up."""
+    """Seconds a peer may stall: reading a head, idle between requests, (when
+    set) from connecting to its first complete head, a TLS handshake included,
+    so that silent connections cannot pile up, and finishing a close we started
+    (reading what we still send, answering a TLS ``close_notify``) before the
+    connection is aborted."""
 
     head: float = 30.0
     idle: float = 300.0
     first: Optional[float] = None
+    close: float = 5.0
 
 
 class QVDHTTPServerProtocol(HandoverProtocol):
@@ -150,6 +158,7 @@ class QVDHTTPServerProtocol(HandoverProtocol):
         self._closing = False
         self._timer: Optional[interfaces.IDelayedCall] = None
         self._head_timer_running = False
+        self._abort_timer: Optional[interfaces.IDelayedCall] = None
         self.channel = Channel(self)
 
     def connectionMade(self) -> None:
@@ -159,6 +168,8 @@ class QVDHTTPServerProtocol(HandoverProtocol):
     def connectionLost(self, reason: Failure = None) -> None:
         self._closing = True
         self._disarm()
+        if self._abort_timer is not None and self._abort_timer.active():
+            self._abort_timer.cancel()
         if self._raw is not None:
             self._raw.connectionLost(reason)
         if not self.channel.lost.called:
@@ -177,6 +188,17 @@ class QVDHTTPServerProtocol(HandoverProtocol):
 
     def _idle_expired(self) -> None:
         self._timer = None
+        self.hang_up()
+
+    def hang_up(self) -> None:
+        """Close once our last bytes are out; a peer that does not take them (or
+        does not answer a TLS close) within ``timeouts.close`` is aborted, so that
+        it cannot hold the connection open for as long as it likes."""
+        if self.channel.lost.called:
+            return
+        if self._abort_timer is None:
+            self._abort_timer = self.clock.callLater(self.timeouts.close,
+                                                     self.transport.abortConnection)
         self.transport.loseConnection()
 
     def _head_expired(self) -> None:
@@ -272,7 +294,7 @@ class QVDHTTPServerProtocol(HandoverProtocol):
         self._closing = True
         self._disarm()
         self._write(Response.canned(error.status))
-        self.transport.loseConnection()
+        self.hang_up()
 
 
 class QVDHTTPServerFactory(Factory):

@@ -86,9 +86,8 @@ class ConnectToVM:
             raise HTTPError(403, "The requested virtual machine is offline for maintenance")
         yield queries.set_real_user(self.db, vm_id, auth.user_id)
         key = slave_key()
-        _, token = yield create_token(self.db, auth)
         try:
-            result = yield self.connect(vm, auth, client_params, token, key)
+            result = yield self.connect(vm, auth, client_params, key)
         except Unavailable as e:
             log.info("connect_to_vm {vm_id} for {login} failed: {reason}", vm_id=vm_id,
                      login=auth.login, reason=e)
@@ -122,9 +121,12 @@ class ConnectToVM:
             raise Unavailable(f"Aborted by contending session VM VM_ID: {self.session.vm_id}")
 
     @defer.inlineCallbacks
-    def connect(self, vm: VMRow, auth: Any, client_params: dict[str, str], token: str,
+    def connect(self, vm: VMRow, auth: Any, client_params: dict[str, str],
                 key: str) -> Generator[Any, Any, SwitchProtocols]:
         yield self.take_over(vm.id)
+        # the VMA's token: this VM only, gone with the session (``SessionRegistry.release``)
+        _, token = yield create_token(self.db, auth, vm_id=vm.id)
+        self.session.token = token
         vm = yield self.reread(vm.id)
         host_id = vm.host_id
         if host_id is None:
@@ -154,7 +156,7 @@ class ConnectToVM:
             holder = yield queries.acquire_session(
                 self.db, vm_id, self.host_id, sessions.pid, self.now())
             if holder is None:
-                self.session = Session(vm_id, self.request.channel.close)
+                self.session = Session(vm_id, self.request.channel)
                 sessions.add(self.session)
                 self.info(f"Session acquired for VM_ID: {vm_id}")
                 return
@@ -316,5 +318,6 @@ class ConnectToVM:
                 lambda f: log.warn("cannot release VM {vm_id}: {error}",
                                    vm_id=session.vm_id, error=f.getErrorMessage()))
 
-        session.spliced(self.ctx.clock.seconds(), vm_end.transport.loseConnection)
-        return SwitchProtocols([("X-QVD-Slave-Key", key)], SpliceEnd(vm_end, ended))
+        session.spliced(self.ctx.clock.seconds(), vm_end.close)
+        return SwitchProtocols([("X-QVD-Slave-Key", key)],
+                               SpliceEnd(vm_end, ended, close=self.request.channel.close))

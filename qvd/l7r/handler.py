@@ -35,6 +35,7 @@ UNREGISTERED = "Host is not registered in the database"
 NO_SUCH_VM = "The requested virtual machine does not exist"
 NOT_ALLOWED = "You are not allowed to access requested virtual machine"
 DATABASE_DOWN = b"The database is not available, retry later"
+HKD_SILENT = "The HKD of this node is not running: no heartbeat"
 
 
 @dataclass
@@ -117,7 +118,7 @@ class L7RHandler:
 
     @staticmethod
     def usable(node: tuple, check_state: bool) -> None:
-        _, _, state, blocked = node
+        _, _, state, blocked, _ = node
         if blocked:
             raise HTTPError(503, "Server is blocked")
         if check_state and state != "running":
@@ -136,8 +137,16 @@ class L7RHandler:
     # -- endpoints ------------------------------------------------------------
     @defer.inlineCallbacks
     def ping(self, request: Request) -> Generator[defer.Deferred[Any], Any, Response]:
+        """Alive only if this node's HKD is too: a balancer must not send users to a
+        node whose VMs nobody can start (its heartbeat older than the time after
+        which an HKD gives up itself, ``internal.hkd.agent.ticker.timeout``)."""
         node = yield self.node()
         self.usable(node, check_state=True)
+        silence = node[4]
+        if silence is None or silence > self.ctx.config.get_float(
+                "internal.hkd.agent.ticker.timeout"):
+            raise HTTPError(503, HKD_SILENT if silence is None else
+                            f"{HKD_SILENT} for {float(silence):.0f} s")
         return Response(200, ALIVE)
 
     @defer.inlineCallbacks

@@ -88,6 +88,7 @@ class L7RService(MultiService):
         self.database: Optional[Database] = None
         self.listener: Optional[Listener] = None
         self.sessions: Optional[SessionRegistry] = None
+        self.authenticator: Optional[Authenticator] = None
         self.ready: defer.Deferred = defer.Deferred()
 
     def startService(self) -> None:
@@ -118,13 +119,14 @@ class L7RService(MultiService):
         sessions.setServiceParent(self)
         yield sessions.started
         self.sessions = sessions
-        context = L7RContext(config, database, Authenticator(config, database, host_id,
-                                                             clock=self.reactor),
-                             sessions, nodename, self.reactor, self.reactor)
+        self.authenticator = Authenticator(config, database, host_id, clock=self.reactor)
+        context = L7RContext(config, database, self.authenticator, sessions, nodename,
+                             self.reactor, self.reactor)
         factory: Any = QVDHTTPServerFactory(L7RHandler(context), self.reactor, Limits(),
                                             Timeouts(head=config.get_float("l7r.timeout.head"),
                                                      idle=config.get_float("l7r.timeout.idle"),
-                                                     first=config.get_float("l7r.timeout.first")))
+                                                     first=config.get_float("l7r.timeout.first"),
+                                                     close=config.get_float("l7r.timeout.close")))
         if self.tls is not None:
             factory = TLSMemoryBIOFactory(self.tls, False, factory)
         self.port = listen(self.reactor, config.get("l7r.address"), config.get_int("l7r.port"),
@@ -156,6 +158,8 @@ class L7RService(MultiService):
             yield self.listener.stop()
         if self.database is not None:
             yield self.database.close()
+        if self.authenticator is not None:
+            self.authenticator.close()
 
 
 def makeService(options: Options) -> L7RService:

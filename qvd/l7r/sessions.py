@@ -24,6 +24,7 @@ from qvd.config import Config
 from qvd.db import queries
 from qvd.db.listener import Listener
 from qvd.db.pool import Database
+from qvd.http.server import Channel
 
 log = Logger()
 
@@ -31,11 +32,13 @@ log = Logger()
 class Session:
     """One client's claim on a VM, from ``connecting`` to the end of its splice."""
 
-    def __init__(self, vm_id: int, close_client: Callable[[], None]):
+    def __init__(self, vm_id: int, client: Channel):
         self.vm_id = vm_id
         self.aborted = False
+        self.released = False
         self.spliced_at: Optional[float] = None
-        self._close_client = close_client
+        self.token: Optional[str] = None  # the token the VMA got for this session
+        self._client = client
         self._close_vm: Optional[Callable[[], None]] = None
 
     def spliced(self, now: float, close_vm: Callable[[], None]) -> None:
@@ -43,10 +46,19 @@ class Session:
         self._close_vm = close_vm
 
     def abort(self) -> None:
-        """Another client takes the VM: hang up on ours (the connect handler, if
-        still running, sees ``aborted`` and stops)."""
+        """Another client takes the VM: hang up on ours with a clean close, which
+        qvd-client tells from a lost connection (the connect handler, if still
+        running, sees ``aborted`` and stops)."""
         self.aborted = True
-        self._close_client()
+        self._client.close()
+        if self._close_vm is not None:
+            self._close_vm()
+
+    def cut(self) -> None:
+        """This L7R stops: drop the client's connection (it sees the server lost,
+        not a take-over) and leave the VM's session to be resumed."""
+        self.aborted = True
+        self._client.abort()
         if self._close_vm is not None:
             self._close_vm()
 
@@ -63,6 +75,7 @@ class SessionRegistry(Service):
         self.clock = clock
         self.pid = pid if pid is not None else os.getpid()
         self._sessions: dict[int, Session] = {}
+        self._releasing: set[defer.Deferred[None]] = set()
         self._poll: Optional[task.LoopingCall] = None
         self.started: defer.Deferred = defer.Deferred()
         self._channel = f"qvd_cmd_for_user_on_host{host_id}"
@@ -86,14 +99,22 @@ class SessionRegistry(Service):
 
     @defer.inlineCallbacks
     def stopService(self) -> Generator[defer.Deferred[Any], Any, None]:
+        """Cut every session and reset its row before the database goes away."""
         super().stopService()
         yield self.started
         if self._poll is not None and self._poll.running:
             self._poll.stop()
         self.listener.remove_on_reconnect(self._heard_again)
         yield self.listener.unlisten(self._channel, self._heard)
-        for session in list(self._sessions.values()):
-            session.abort()
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            session.cut()
+        for session in sessions:
+            self.release(session).addErrback(
+                lambda f, vm_id=session.vm_id: log.warn(
+                    "cannot release VM {vm_id}: {error}", vm_id=vm_id,
+                    error=f.getErrorMessage()))
+        yield defer.DeferredList(list(self._releasing))
 
     def _heard(self, channel: str, payload: str) -> None:
         self.check_aborts()
@@ -111,13 +132,29 @@ class SessionRegistry(Service):
     def __len__(self) -> int:
         return len(self._sessions)
 
-    @defer.inlineCallbacks
-    def release(self, session: Session) -> Generator[defer.Deferred[Any], Any, None]:
-        """The session is over, however it ended: reset the row if it is still ours."""
+    def release(self, session: Session) -> defer.Deferred[None]:
+        """The session is over, however it ended: reset the row if it is still ours
+        (once per session, however many paths report its end)."""
+        if session.released:
+            return defer.succeed(None)
+        session.released = True
         if self._sessions.get(session.vm_id) is session:
             del self._sessions[session.vm_id]
+        d = self._release(session)
+        self._releasing.add(d)
+        d.addBoth(self._released, d)
+        return d
+
+    def _released(self, result: Any, d: defer.Deferred[None]) -> Any:
+        self._releasing.discard(d)
+        return result
+
+    @defer.inlineCallbacks
+    def _release(self, session: Session) -> Generator[defer.Deferred[Any], Any, None]:
         yield queries.release_session(
             self.database, session.vm_id, self.host_id, self.pid, self.now())
+        if session.token is not None:
+            yield queries.delete_token(self.database, session.token)
         if session.spliced_at is not None and (
             self.clock.seconds() - session.spliced_at
             < self.config.get_float("internal.l7r.short_session")

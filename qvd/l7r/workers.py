@@ -17,7 +17,7 @@ import sys
 from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
-from twisted.internet import error, interfaces, protocol
+from twisted.internet import defer, error, interfaces, protocol
 from twisted.logger import (ILogObserver, Logger, eventFromJSON, globalLogPublisher,
                             jsonFileLogObserver)
 from twisted.python.failure import Failure
@@ -28,6 +28,7 @@ from qvd.lines import LineSplitter
 log = Logger()
 
 RESTART_DELAYS = (1, 2, 5, 10, 30)
+STOP_TIMEOUT = 20.0  # seconds a stopping worker has to release its sessions before SIGKILL
 
 
 def to_parent() -> ILogObserver:
@@ -71,6 +72,7 @@ class _Worker(protocol.ProcessProtocol):
     def __init__(self, pool: "WorkerPool", slot: int):
         self.pool = pool
         self.slot = slot
+        self.exited: defer.Deferred[None] = defer.Deferred()
         self._records = LineSplitter()
 
     def outReceived(self, data: bytes) -> None:
@@ -81,6 +83,7 @@ class _Worker(protocol.ProcessProtocol):
     def processEnded(self, reason: Any) -> None:
         if self._records.partial:
             self.pool.relay(self.slot, self._records.partial)
+        self.exited.callback(None)
         self.pool.ended(self)
 
 
@@ -135,8 +138,24 @@ class WorkerPool(Service):
                  delay=delay)
         self.reactor.callLater(delay, self.spawn, worker.slot)
 
-    def stopService(self) -> None:
+    def stopService(self) -> defer.Deferred[Any]:
+        """TERM every worker and wait until each has released its sessions and exited
+        (SIGKILL after ``STOP_TIMEOUT``)."""
         super().stopService()
+        waits = []
         for worker in self.workers.values():
-            if worker.transport is not None and worker.transport.pid is not None:
-                worker.transport.signalProcess("TERM")
+            if worker.exited.called or worker.transport is None or worker.transport.pid is None:
+                continue
+            worker.transport.signalProcess("TERM")
+            killer = self.reactor.callLater(STOP_TIMEOUT, self._kill, worker)
+            worker.exited.addCallback(lambda _, k=killer: k.cancel() if k.active() else None)
+            waits.append(worker.exited)
+        return defer.DeferredList(waits)
+
+    @staticmethod
+    def _kill(worker: _Worker) -> None:
+        log.warn("L7R worker {slot} did not stop in time: killing it", slot=worker.slot)
+        try:
+            worker.transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass

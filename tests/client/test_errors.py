@@ -36,7 +36,7 @@ class ErrorTests(NodeTestCase):
             4, "The server is stopped and accepts no connections now: try again later.", "-l")
         self.assertNotIn("HTTP 503", err)
 
-        self.db.query("UPDATE host_runtimes SET state = 'running'")
+        self.db.query("UPDATE host_runtimes SET state = 'running', ok_ts = now()")
         code, out, err = yield self.run_client("-l")
         self.assertEqual(code, 0, err)
         self.assertRegex(out, r"\d+  desk +stopped +no")
@@ -55,7 +55,7 @@ class ErrorTests(NodeTestCase):
     @inlineCallbacks
     def test_certificates_and_unreachable_servers(self):
         yield self.start_node("qvd-l7r")
-        self.db.query("UPDATE host_runtimes SET state = 'running'")
+        self.db.query("UPDATE host_runtimes SET state = 'running', ok_ts = now()")
         other_key = os.path.join(self.root, "other", "key.pem")
         other_cert = os.path.join(self.root, "other", "cert.pem")
         ensure_certificate(other_key, other_cert, "localhost")
@@ -76,7 +76,7 @@ class ErrorTests(NodeTestCase):
         with open(self.conf, "a") as f:
             f.write(f"l7r.client.cert.require = 1\npath.l7r.ssl.ca = {client_cert}\n")
         yield self.start_node("qvd-l7r")
-        self.db.query("UPDATE host_runtimes SET state = 'running'")
+        self.db.query("UPDATE host_runtimes SET state = 'running', ok_ts = now()")
         yield self.refused(4, "The secure connection to 127.0.0.1:", "-l")
         code, out, err = yield self.run_client("-l", "-c", client_cert, "-k", client_key)
         self.assertEqual(code, 0, err)

@@ -95,7 +95,7 @@ def make_node(testcase: Any, extra_conf: str = "", register: bool = True) -> Nod
     node = Node(db, db.write_conf(directory, PLAIN + extra_conf))
     if register:
         node.qa("qa host new name=test-node,address=127.0.0.1")
-        node.sql("UPDATE host_runtimes SET state = 'running'")
+        node.sql("UPDATE host_runtimes SET state = 'running', ok_ts = now()")
     return node
 
 

@@ -62,6 +62,23 @@ class ConformanceTests(L7RTestCase):
         yield self.replay("ping-stopped")
 
     @defer.inlineCallbacks
+    def test_ping_with_a_silent_hkd(self) -> Generator[defer.Deferred[Any], Any, None]:
+        """A node whose HKD never beat, or stopped beating for longer than an HKD
+        waits before giving up, is not alive for a balancer."""
+        self.node.sql("UPDATE host_runtimes SET ok_ts = NULL")
+        reply = yield get(self.node.port, "/qvd/ping")
+        self.assertEqual((reply.status, reply.body),
+                         (503, b"The HKD of this node is not running: no heartbeat"))
+        self.node.sql("UPDATE host_runtimes SET ok_ts = now() - interval '451 seconds'")
+        reply = yield get(self.node.port, "/qvd/ping")
+        self.assertEqual(reply.status, 503)
+        self.assertRegex(reply.body, rb"^The HKD of this node is not running: no heartbeat"
+                                     rb" for 45\d s$")
+        self.node.sql("UPDATE host_runtimes SET ok_ts = now() - interval '440 seconds'")
+        reply = yield get(self.node.port, "/qvd/ping")
+        self.assertEqual((reply.status, reply.body), (200, b"I am alive!\r\n"))
+
+    @defer.inlineCallbacks
     def test_ping_without_database(self) -> Generator[defer.Deferred[Any], Any, None]:
         """The database gone: a clean 503 (a health check takes the node out), no
         logged failure; and the node answers again once the database is back."""

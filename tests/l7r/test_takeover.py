@@ -34,6 +34,7 @@ class TakeoverOfOwnRowTests(L7RTestCase):
 
     @defer.inlineCallbacks
     def test_row_of_this_process_without_its_session(self) -> Generator[Any, Any, None]:
+        self.node.sql("UPDATE host_runtimes SET ok_ts = NULL")  # no HKD: no candidate host
         self.node.sql("UPDATE vm_runtimes SET user_state = 'connected', l7r_host_id = %s,"
                       " l7r_pid = %s WHERE vm_id = 10000", (self.node.host_id, os.getpid()))
         client = yield connect(self.node.port)

@@ -8,7 +8,8 @@ Differences from QVD 4, on purpose (DESIGN.md):
 * the invalid tenant ``-`` (id -1) is refused like the supertenant;
 * Bearer tokens honour ``multi_use`` and ``vm_id``, and a token of a
   blocked user or of a user in a blocked tenant is refused;
-* failures are throttled per client address and per login (``throttle``);
+* failures are throttled per login, per (address, login) and, far higher, per
+  address, across every L7R process of the node (``throttle``);
 * an exception in a plugin is logged and becomes ``AuthError`` (a 500 with a
   generic body), never the exception's text.
 """
@@ -34,7 +35,7 @@ from qvd.l7r.auth.interface import (
     USER_NAME_PARAM, Auth, AuthError, AuthServices, IAuthPluginFactory, PluginError, Throttled,
     Unauthorized, VMListRow, VMRef,
 )
-from qvd.l7r.auth.throttle import Throttle, address_key, login_key
+from qvd.l7r.auth.throttle import Throttle, address_key
 
 log = Logger()
 
@@ -76,6 +77,9 @@ class Authenticator:
 
     def for_connection(self, peer_address: str) -> ConnectionAuth:
         return ConnectionAuth(self, peer_address)
+
+    def close(self) -> None:
+        self.throttle.close()
 
     # -- hooks around requests -----------------------------------------------------------
     def before_list_of_vms(self, auth: Auth) -> defer.Deferred[None]:
@@ -151,15 +155,15 @@ class Authenticator:
             "normalize_login", auth, self._fold_case(login, auth.tenant_id))
         if not auth.login:
             raise Unauthorized("empty login")
-        key = login_key(auth.tenant_id, auth.login)
-        if self.throttle.refuses(key):
+        address = address_key(auth.peer)
+        if self.throttle.refuses_login(address, auth.tenant_id, auth.login):
             raise Throttled("too many recent failures for this login")
         try:
             yield self._check_password(chain, auth, credentials.password)
         except Unauthorized:
-            self.throttle.failed(key)
+            self.throttle.failed(address, auth.tenant_id, auth.login)
             raise
-        self.throttle.forget(key)
+        self.throttle.succeeded(address, auth.tenant_id, auth.login)
 
     @defer.inlineCallbacks
     def _check_password(
@@ -222,7 +226,7 @@ class ConnectionAuth:
         if self._cached is not None and hmac.compare_digest(self._cached[0], digest):
             return self._cached[1]
         authenticator = self.authenticator
-        if authenticator.throttle.refuses(self._address):
+        if authenticator.throttle.refuses_address(self._address):
             raise Throttled(f"too many recent failures from {self.peer}")
         auth = Auth(peer=self.peer, headers=extra_headers(headers))
         try:
@@ -233,7 +237,8 @@ class ConnectionAuth:
             raise
         except (Unauthorized, AuthError) as e:
             if isinstance(e, Unauthorized):
-                authenticator.throttle.failed(self._address)
+                if not auth.login or auth.tenant_id is None:  # else counted with its login
+                    authenticator.throttle.failed(self._address)
                 log.info("authentication of {login} in {tenant} from {peer} failed: {reason}",
                          login=auth.login, tenant=auth.tenant, peer=self.peer, reason=str(e))
             yield authenticator.count(ok=False)

@@ -56,8 +56,9 @@ class DefaultPlugin(AuthPlugin):
         grant = yield queries.use_token(self.database, token, int(self.clock.seconds()))
         if grant is None:
             return False
-        auth.user_id, auth.vm_id, stored = grant
-        auth.params.update(stored_params(stored))
+        auth.user_id, auth.vm_id = grant.user_id, grant.vm_id
+        auth.token_expiration, auth.token_multi_use = grant.expiration, grant.multi_use
+        auth.params.update(stored_params(grant.parameters))
         return True
 
 

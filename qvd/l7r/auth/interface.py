@@ -62,6 +62,8 @@ class Auth:
     user_id: Optional[int] = None
     params: dict[str, str] = field(default_factory=dict)  # sent to the VMA by connect_to_vm
     vm_id: Optional[int] = None  # a Bearer token's restriction to one VM
+    token_expiration: Optional[int] = None  # when the Bearer token used expires
+    token_multi_use: bool = True  # False when the Bearer token used was single-use
 
 
 class VMRef(Protocol):

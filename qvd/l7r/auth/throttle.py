@@ -1,114 +1,130 @@
-"""Brute-force throttling of logins, per client address and per login (ours).
+"""Brute-force throttling of logins, shared by every L7R process of the node (ours).
 
-QVD 4 lets a client guess passwords as fast as the L7R answers.  Here each
-L7R process counts failed authentications per client address (an IPv6
-client by its /64, which one attacker usually owns whole) and per login
-(tenant id + normalised login).  Configuration (read on every use, so a
-``qa config set`` applies at once):
+QVD 4 lets a client guess passwords as fast as the L7R answers.  Here failed
+authentications are counted, for all L7R processes of the node together
+(``failures.FailureTable`` in ``path.run``), under three keys:
 
-``l7r.auth.throttle.max_failures`` (default 10)
-    failures within the window that lock an address or a login; 0 disables
-    throttling.
-``l7r.auth.throttle.window`` (default 60)
-    seconds: failures older than this are forgotten, and a lock lasts this long.
-``l7r.auth.throttle.max_entries`` (default 100000)
-    addresses and logins remembered at once; past it the least recently
-    failed are forgotten first, so memory stays bounded under a spray attack.
+* the client address and the login together (tenant id + normalised login):
+  one attacker guessing one account is stopped after
+  ``l7r.auth.throttle.max_failures`` (default 10) failures;
+* the login, from any address: ``l7r.auth.throttle.max_failures.login``
+  (default 30) stops a guess spread over many addresses;
+* the client address (an IPv6 client by its /64, which one attacker usually
+  owns whole), whatever the login: ``l7r.auth.throttle.max_failures.address``
+  (default 100) stops a spray of one guess per account.  It is much higher
+  than the others so that an office behind one NAT address is not locked out
+  by one user's typos: failures for one login never refuse another login
+  below it.
 
-A locked address or login is refused (401) without running any plugin and
-without counting an attempt.  A success forgets only its own login's
-failures: it never clears an address, so one valid account cannot launder
-guesses against others.  Counts are per process: N processes sharing the
-port allow N times the budget.
+``l7r.auth.throttle.window`` (default 60): failures older than this are
+forgotten, and a lock lasts this long.  ``l7r.auth.throttle.max_entries``
+(default 100000): keys remembered at once (the least recently failed go
+first).  Limits are read on every use, so ``qa config set`` applies at once;
+0 as ``max_failures`` disables throttling.  A locked key is refused (401)
+without checking the password and without counting an attempt.  A success
+forgets its own login's failures, never its address's, so one valid
+account cannot launder guesses against others.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Hashable
+import os
+from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from qvd.config import Config
+from qvd.l7r.auth.failures import FailureTable
 
 log = Logger()
 
 MAX_FAILURES_KEY = "l7r.auth.throttle.max_failures"
+LOGIN_MAX_FAILURES_KEY = "l7r.auth.throttle.max_failures.login"
+ADDRESS_MAX_FAILURES_KEY = "l7r.auth.throttle.max_failures.address"
 WINDOW_KEY = "l7r.auth.throttle.window"
 MAX_ENTRIES_KEY = "l7r.auth.throttle.max_entries"
 
 
-def address_key(peer: str) -> tuple[str, str]:
+def address_key(peer: str) -> str:
     """The throttling key of a client address: IPv4 as is, IPv6 by its /64."""
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:  # not an IP (a UNIX socket, a test transport): as given
-        return ("address", peer)
+        return f"address {peer}"
     if address.version == 6:
-        return ("address", str(ipaddress.ip_network(f"{address}/64", strict=False)))
-    return ("address", str(address))
+        return f"address {ipaddress.ip_network(f'{address}/64', strict=False)}"
+    return f"address {address}"
 
 
-def login_key(tenant_id: int, login: str) -> tuple[str, int, str]:
-    return ("login", tenant_id, login)
+def login_key(tenant_id: int, login: str) -> str:
+    return f"login {tenant_id} {login}"
 
 
-@dataclass
-class _Failures:
-    since: float  # first failure of the current window
-    count: int = 0
-    locked_until: float = 0.0
+def pair_key(address: str, tenant_id: int, login: str) -> str:
+    return f"{address} {login_key(tenant_id, login)}"
 
-    def expires(self, window: float) -> float:
-        return max(self.since + window, self.locked_until)
+
+def table_path(config: Config) -> str:
+    return os.path.join(config.get("path.run"), "l7r", "auth-failures")
+
+
+def namespace(config: Config) -> str:
+    """What tells this node's QVD-DB apart from another's using the same ``path.run``."""
+    return "/".join(config.get(key, default="") for key in
+                    ("database.host", "database.port", "database.name", "nodename"))
 
 
 class Throttle:
-    """Failure counts by key, driven by ``clock`` (least recently failed first)."""
+    """Failure counts of one client address, on ``clock``, in the node's shared table."""
 
-    def __init__(self, config: Config, clock: IReactorTime):
+    def __init__(self, config: Config, clock: IReactorTime, table: Optional[FailureTable] = None):
         self.config = config
         self.clock = clock
-        self._entries: OrderedDict[Hashable, _Failures] = OrderedDict()
+        self.table = table or FailureTable(table_path(config),
+                                           config.get_int(MAX_ENTRIES_KEY), namespace(config))
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    def close(self) -> None:
+        self.table.close()
 
-    def refuses(self, key: Hashable) -> bool:
-        """True while ``key`` is locked."""
-        entry = self._entries.get(key)
+    @property
+    def enabled(self) -> bool:
+        return self.config.get_int(MAX_FAILURES_KEY) > 0
+
+    def _window(self) -> float:
+        return self.config.get_float(WINDOW_KEY)
+
+    def _locked(self, key: str) -> bool:
+        entry = self.table.get(key, self.clock.seconds(), self._window())
         return entry is not None and entry.locked_until > self.clock.seconds()
 
-    def failed(self, key: Hashable) -> None:
-        """Count one failure for ``key``; lock it when it reaches the limit."""
-        limit = self.config.get_int(MAX_FAILURES_KEY)
-        if limit <= 0:
+    def refuses_address(self, address: str) -> bool:
+        """True while the address as a whole is locked (a spray)."""
+        return self.enabled and self._locked(address)
+
+    def refuses_login(self, address: str, tenant_id: int, login: str) -> bool:
+        """True while this login is locked, from this address or from everywhere."""
+        return self.enabled and (self._locked(pair_key(address, tenant_id, login))
+                                 or self._locked(login_key(tenant_id, login)))
+
+    def failed(self, address: str, tenant_id: Optional[int] = None,
+               login: Optional[str] = None) -> None:
+        """One failure from ``address`` (for ``login``, when it was known)."""
+        if not self.enabled:
             return
-        window = self.config.get_float(WINDOW_KEY)
-        now = self.clock.seconds()
-        entry = self._entries.pop(key, None)
-        if entry is None or entry.expires(window) <= now:
-            entry = _Failures(since=now)
-        entry.count += 1
-        if entry.count >= limit and entry.locked_until <= now:
-            entry.locked_until = now + window
-            log.warn("too many failed logins for {key}: refused for {window:g}s",
-                     key=key, window=window)
-        self._entries[key] = entry
-        self._prune(now, window)
+        limits = [(address, self.config.get_int(ADDRESS_MAX_FAILURES_KEY))]
+        if tenant_id is not None and login is not None:
+            limits += [(pair_key(address, tenant_id, login), self.config.get_int(MAX_FAILURES_KEY)),
+                       (login_key(tenant_id, login), self.config.get_int(LOGIN_MAX_FAILURES_KEY))]
+        now, window = self.clock.seconds(), self._window()
+        for key, limit in limits:
+            entry = self.table.add(key, now, window, max(1, limit))
+            if entry.count == max(1, limit):
+                log.warn("too many failed logins for {key}: refused for {window:g}s",
+                         key=key, window=window)
 
-    def forget(self, key: Hashable) -> None:
-        self._entries.pop(key, None)
-
-    def _prune(self, now: float, window: float) -> None:
-        while self._entries:
-            oldest = next(iter(self._entries.values()))
-            if oldest.expires(window) > now:
-                break
-            self._entries.popitem(last=False)
-        excess = len(self._entries) - max(1, self.config.get_int(MAX_ENTRIES_KEY))
-        for _ in range(excess):
-            self._entries.popitem(last=False)
+    def succeeded(self, address: str, tenant_id: int, login: str) -> None:
+        """The login's own failures are forgotten (its address's are not)."""
+        self.table.forget(pair_key(address, tenant_id, login))
+        self.table.forget(login_key(tenant_id, login))

@@ -53,10 +53,21 @@ def create_token(
 ) -> Generator[defer.Deferred[Any], Any, tuple[int, str]]:
     """(auth_params_id, raw token) of a new token for ``auth``'s user and params.
 
-    Expiry is counted on ``clock`` (the reactor), the clock the Authenticator checks it on.
+    A token is never wider than what ``auth`` came with: a login authenticated
+    by a token only gets tokens for that token's VM (if it had one), no
+    longer-lived than it, and single-use if it was (``protocols/l7r-http.md``).
+    Expiry is counted on ``clock`` (the reactor), the clock the Authenticator
+    checks it on.
     """
     token = new_token()
     expiration = int((clock or default_reactor()).seconds()) + lifetime
+    if auth.token_expiration is not None:
+        expiration = min(expiration, auth.token_expiration)
+    if auth.vm_id is not None:
+        if vm_id is not None and vm_id != auth.vm_id:
+            raise ValueError(f"a token for VM {auth.vm_id} cannot give one for VM {vm_id}")
+        vm_id = auth.vm_id
     params_id = yield queries.insert_token(
-        database, token, auth.user_id, vm_id, expiration, multi_use, json.dumps(auth.params))
+        database, token, auth.user_id, vm_id, expiration, multi_use and auth.token_multi_use,
+        json.dumps(auth.params))
     return params_id, token
