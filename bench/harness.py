@@ -8,7 +8,7 @@ another's work (``python bench/harness.py ROLE ...``, prints ``ready <port>``):
   answers ``K``, sources ``size`` bytes, or echoes forever;
 - ``splice``: the L7R data-path harness: the project's TLS context
   (``L7RContextFactory``), the L7R's ``listen`` (SO_REUSEPORT) and the real
-  ``SpliceEnd``/``join`` of ``qvd/l7r/splice.py``, each accepted TLS stream
+  ``SpliceEnd``/``join`` of ``qvd/stream/splice.py``, each accepted TLS stream
   joined to a new TCP connection to the backend, without the HTTP steps before
   the 101 (``connect_rate.py`` measures those);
 - ``fakes``: a FAKE VMA (SimpleRPC ``x_start`` -> ``"starting"``, ``x_state`` ->
@@ -427,7 +427,7 @@ def splice_role(backend: str, cert: str, key: str) -> None:
     from qvd.config import Config, parse_properties
     from qvd.http.client import quiet_connect
     from qvd.l7r.service import listen
-    from qvd.l7r.splice import SpliceEnd
+    from qvd.stream.splice import SpliceEnd
     from qvd.l7r.tls import L7RContextFactory
 
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(backend))
@@ -443,8 +443,8 @@ def splice_role(backend: str, cert: str, key: str) -> None:
 
     config = Config(parse_properties(f"path.l7r.ssl.cert = {cert}\npath.l7r.ssl.key = {key}\n"))
     factory = TLSMemoryBIOFactory(L7RContextFactory(config), False, SpliceHarness())
-    port = listen(reactor, "127.0.0.1", 0, factory)
-    print(f"ready {port.getHost().port}", flush=True)
+    listen(reactor, "127.0.0.1", 0, factory).addCallback(
+        lambda port: print(f"ready {port.getHost().port}", flush=True))
     reactor.run()
 
 

@@ -16,13 +16,16 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from qvd.config import Config, ConfigError
-from qvd.db import DatabaseError, queries
+from qvd.db import DatabaseError
+from qvd.db.channels import CONFIG_CHANGED
+from qvd.db.configs import load_configs
 from qvd.db.listener import Listener
-from qvd.db.pool import Database, default_reactor, first_line
+from qvd.db.pool import Database
+from qvd.db.pool import first_line
+from qvd.reactor import default_reactor
 
 log = Logger()
 
-CHANNEL = "qvd_config_changed"
 RETRY_KEY = "internal.hkd.agent.config.delay"
 DEFAULT_RETRY_DELAY = 10.0
 
@@ -57,15 +60,15 @@ class ConfigWatcher(Service):
         super().startService()
         self.listener.on_reconnect(self._request)
         # LISTEN before the first load, so no change can fall between them.
-        listening = self.listener.listen(CHANNEL, self._changed)
-        listening.addErrback(lambda f: log.failure("cannot LISTEN on {channel}", f, channel=CHANNEL))
+        listening = self.listener.listen(CONFIG_CHANGED, self._changed)
+        listening.addErrback(lambda f: log.failure("cannot LISTEN on {channel}", f, channel=CONFIG_CHANGED))
         listening.addCallback(lambda _: self._request())
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         self._cancel_retry()
         self.listener.remove_on_reconnect(self._request)
-        return self.listener.unlisten(CHANNEL, self._changed)
+        return self.listener.unlisten(CONFIG_CHANGED, self._changed)
 
     def reloaded(self) -> defer.Deferred[Config]:
         """Fires with the config after the next reload that starts after this call.
@@ -97,7 +100,7 @@ class ConfigWatcher(Service):
                 self._again = False
                 waiters, self._waiters = self._waiters, []
                 try:
-                    rows, ssl_rows = yield queries.load_configs(self.database)
+                    rows, ssl_rows = yield load_configs(self.database)
                 except (DatabaseError, psycopg2.Error) as e:
                     self._waiters[:0] = waiters
                     error = e

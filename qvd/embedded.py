@@ -32,7 +32,7 @@ from qvd.admin.command import parse_command
 from qvd.admin.ops import Admin, AdminError
 from qvd.config import Config, ConfigError, load_file
 from qvd.db import DatabaseError, connect_sync
-from qvd.db.queries import apply_configs_now
+from qvd.db.configs import apply_configs_now
 from qvd.db.deploy import deploy, deployed_version
 from qvd.pgcluster import ClusterError, LocalCluster, port_in_use, free_port
 

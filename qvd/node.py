@@ -1,38 +1,31 @@
-"""``twistd qvd-node``: what a real node runs, the HKD and the L7R in one reactor."""
+"""``twistd qvd-node``: what a real node runs, the HKD and the L7R in one reactor, sharing
+one configuration, database pool and LISTEN connection (``NodeDaemon``).
+
+The daemon stops its services last first: the L7R (its sessions cut and their rows
+reset), then the HKD (the VMs stopped), then it closes the database.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Generator
-
-from twisted.application.service import MultiService, Service
-from twisted.internet import defer
 from twisted.python import usage
 
-from qvd.hkd import service as hkd
-from qvd.l7r import service as l7r
+from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, prepare
+from qvd.daemon import Options
+from qvd.hkd.service import HKDService, prepare_hkd
+from qvd.l7r.service import L7RService
+from qvd.l7r.tls import L7RContextFactory, TLSConfigError
+
+__all__ = ["Options", "makeService"]
 
 
-class Options(usage.Options):
-    optParameters = [
-        ["config", "c", None, "node.conf to read (default $QVD_CONFIG or /etc/qvd/node.conf)"],
-    ]
-
-
-class NodeService(MultiService):
-    """The node's services, stopped one after the other in reverse order: the L7R
-    first (its sessions cut and their rows reset), then the HKD (the VMs stopped),
-    each with its database still open."""
-
-    @defer.inlineCallbacks
-    def stopService(self) -> Generator[defer.Deferred[Any], Any, None]:
-        Service.stopService(self)
-        for service in reversed(list(self)):
-            yield service.stopService()
-
-
-def makeService(options: Options) -> MultiService:
-    node = NodeService()
-    node.setName("qvd-node")
-    hkd.makeService({"config": options["config"]}).setServiceParent(node)
-    l7r.makeService({"config": options["config"], "worker": False}).setServiceParent(node)
-    return node
+def makeService(options: usage.Options) -> NodeDaemon:
+    try:
+        config, host_id = prepare(options["config"], "qvd-node")
+        prepare_hkd(config)
+        tls = L7RContextFactory(config) if config.get_bool("l7r.use_ssl") else None
+    except (*STARTUP_ERRORS, TLSConfigError) as e:
+        raise cannot_start("qvd-node", e) from None
+    daemon = NodeDaemon(config, host_id, "qvd-node")
+    HKDService(daemon).setServiceParent(daemon)
+    L7RService(daemon, tls=tls).setServiceParent(daemon)
+    return daemon

@@ -12,7 +12,9 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 
 from qvd.config import Config
-from qvd.loadbalancer import Candidate, NoHostAvailable, VMInfo, candidate, choose_host, eligible
+from qvd.db.hosts import LB_CANDIDATES, Candidate, candidates
+from qvd.loadbalancer import NoHostAvailable, VMInfo, choose_host, eligible
+from tests.support.postgres import drop_database, new_database
 
 VM = VMInfo(10000, "desk", 10000, 10000, "default")
 FRESH = 600.0
@@ -121,8 +123,17 @@ class WeightTests(unittest.TestCase):
         self.assertIn("default", str(e))
 
     def test_candidate_rows(self):
-        self.assertEqual(candidate((5, "n", True, False, "running", None, None, 2.5, 3)),
-                         Candidate(5, "n", True, False, "running", None, 0.0, 2.5, 3))
+        """``LB_CANDIDATES`` on a real QVD-DB: a host that never beat has no heartbeat age
+        and no free RAM or CPU (0), and its VMs are counted."""
+        db = new_database()
+        self.addCleanup(drop_database, db)
+        host = db.query("INSERT INTO hosts (name, address, frontend, backend)"
+                        " VALUES ('n', '10.0.0.5', TRUE, TRUE) RETURNING id")[0][0]
+        db.query("INSERT INTO host_runtimes (host_id, state, blocked, usable_cpu)"
+                 " VALUES (%s, 'running', FALSE, 2.5)", (host,))
+        [row] = db.query(LB_CANDIDATES)
+        self.assertEqual(candidates([row]),
+                         [Candidate(host, "n", True, False, "running", None, 0.0, 2.5, 0)])
 
 
 CUSTOM_PLUGIN = """

@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from qvd.l7r.splice import SpliceEnd
+from qvd.stream.splice import SpliceEnd
 
 
 @implementer(IHalfCloseableProtocol)

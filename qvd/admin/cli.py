@@ -15,7 +15,7 @@ from qvd.admin.objects import KINDS
 from qvd.admin.ops import Admin, AdminError, Result
 from qvd.config import Config, ConfigError
 from qvd.db import DatabaseError, connect_sync
-from qvd.db.queries import apply_configs_now
+from qvd.db.configs import apply_configs_now
 
 EPILOG = """\
 objects: {objects}

@@ -26,9 +26,8 @@ from twisted.python.failure import Failure
 
 from qvd.client.settings import Settings
 from qvd.http.handover import HandoverProtocol
-from qvd.http.head import HeadError, HeadParser, Headers, format_head
+from qvd.http.head import VERSION, HeadError, HeadParser, Headers, format_head
 
-VERSION = "HTTP/1.1"
 USER_AGENT = f"QVD::HTTPC/0.01 ({platform.system()}) qvd-client"
 UPGRADE = [("Connection", "Upgrade"), ("Upgrade", "QVD/1.0")]
 

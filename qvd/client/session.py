@@ -24,9 +24,9 @@ from twisted.python.failure import Failure
 
 from qvd.client.l7r import L7RProtocol
 from qvd.client.settings import Settings
-from qvd.hkd.once import Once
-from qvd.lines import LineSplitter
-from qvd.l7r.splice import SpliceEnd
+from qvd.stream.once import Once
+from qvd.stream.lines import LineSplitter
+from qvd.stream.splice import SpliceEnd
 
 log = Logger()
 

@@ -10,6 +10,7 @@ import psycopg2.extensions
 from qvd.config import Config, ConfigError
 
 SCHEMA_VERSION = "4.3.0"
+SCHEMA_VERSIONS = "SELECT version FROM versions WHERE component = 'schema'"
 SERIALIZATION_FAILURE = "40001"
 
 
@@ -48,7 +49,8 @@ def describe(kwargs: dict[str, Any]) -> str:
 
 
 def connect_sync(config: Config, application_name: str = "qvd") -> "psycopg2.extensions.connection":
-    """A blocking connection, for command-line tools only (never in a daemon)."""
+    """A blocking connection, for command-line tools and for a daemon's start-up checks
+    before its reactor runs (never once it does)."""
     try:
         kwargs = connect_kwargs(config, application_name)
     except ConfigError as e:

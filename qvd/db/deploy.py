@@ -8,7 +8,7 @@ from importlib import resources
 from typing import Optional, Sequence
 
 from qvd.config import Config, ConfigError
-from qvd.db import SCHEMA_VERSION, DatabaseError, connect_sync
+from qvd.db import SCHEMA_VERSION, SCHEMA_VERSIONS, DatabaseError, connect_sync
 
 FIRST_ID = 10000
 
@@ -30,7 +30,7 @@ def deployed_version(conn) -> Optional[str]:
         cur.execute("SELECT to_regclass('public.versions') IS NOT NULL")
         if not cur.fetchone()[0]:
             return ""
-        cur.execute("SELECT version FROM versions WHERE component = 'schema'")
+        cur.execute(SCHEMA_VERSIONS)
         row = cur.fetchone()
         return row[0] if row else ""
 

@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 
 from qvd.config import Config
 from qvd.db import connect_kwargs, describe
-from qvd.db.pool import Connection, default_reactor, first_line
+from qvd.db.pool import Connection, first_line
+from qvd.reactor import default_reactor
 
 log = Logger()
 

@@ -28,6 +28,7 @@ from txpostgres import txpostgres
 
 from qvd.config import Config
 from qvd.db import DatabaseError, connect_kwargs, describe
+from qvd.reactor import default_reactor
 
 log = Logger()
 
@@ -41,13 +42,6 @@ def first_line(error: BaseException) -> str:
     """The useful part of a (multi-line) libpq message."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def default_reactor() -> Any:
-    """The global reactor, imported late so callers can install another first."""
-    from twisted.internet import reactor
-
-    return reactor
 
 
 class Connection(txpostgres.Connection):

@@ -14,19 +14,16 @@ from typing import Any, Callable, Generator
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from qvd.db import queries
+from qvd.db import channels, hosts, runtimes, tokens
 from qvd.db.listener import Listener
 from qvd.hkd import resources
 from qvd.hkd.context import HKDContext
 from qvd.hkd.fleet import Fleet
-from qvd.hkd.once import Once
+from qvd.stream.once import Once
 from qvd.hkd.periodic import Periodic
+from qvd.reactor import epoch
 
 log = Logger()
-
-HOST_CHANNEL = "qvd_cmd_for_host{}"
-VM_CHANNEL = "qvd_cmd_for_vm_on_host{}"
-USER_CHANNEL = "qvd_cmd_for_user_on_host{}"
 
 
 def _every(ctx: HKDContext, key: str) -> Callable[[bool], float]:
@@ -54,7 +51,7 @@ class Heartbeat(Periodic):
     def _tick(self) -> Generator[defer.Deferred[Any], Any, None]:
         try:
             free_ram, free_cpu = yield threads.deferToThread(resources.measure)
-            rows = yield queries.heartbeat(
+            beat = yield hosts.heartbeat(
                 self.ctx.db, self.ctx.host_id, os.getpid(), free_ram, free_cpu)
         except Exception:
             silent = self.clock.seconds() - self._last_ok
@@ -62,7 +59,7 @@ class Heartbeat(Periodic):
                     "internal.hkd.agent.ticker.timeout"):
                 self.on_fatal(f"no successful heartbeat for {silent:.0f}s")
             raise
-        if not rows:
+        if not beat:
             self.on_lost()
             return
         self._last_ok = self.clock.seconds()
@@ -74,7 +71,7 @@ def host_commands(ctx: HKDContext, listener: Listener, on_stop: Callable[[str], 
 
     @defer.inlineCallbacks
     def poll() -> Generator[defer.Deferred[Any], Any, None]:
-        for (command,) in (yield queries.take_host_cmd(ctx.db, ctx.host_id)):
+        for command in (yield hosts.take_host_cmd(ctx.db, ctx.host_id)):
             if command == "stop":
                 on_stop("host command stop")
             else:
@@ -82,7 +79,7 @@ def host_commands(ctx: HKDContext, listener: Listener, on_stop: Callable[[str], 
 
     return Periodic("host-commands", ctx.reactor, poll,
                     _every(ctx, "internal.hkd.agent.command_handler.delay"),
-                    listener=listener, channel=HOST_CHANNEL.format(ctx.host_id))
+                    listener=listener, channel=channels.host_commands(ctx.host_id))
 
 
 def vm_commands(ctx: HKDContext, listener: Listener, fleet: Fleet) -> Periodic:
@@ -90,14 +87,14 @@ def vm_commands(ctx: HKDContext, listener: Listener, fleet: Fleet) -> Periodic:
 
     @defer.inlineCallbacks
     def poll() -> Generator[defer.Deferred[Any], Any, None]:
-        for (vm_id,) in (yield queries.claim_vm_stops(ctx.db, ctx.host_id)):
+        for vm_id in (yield runtimes.claim_vm_stops(ctx.db, ctx.host_id)):
             fleet.post(vm_id, "stop")
-        for (vm_id,) in (yield queries.claim_vm_starts(ctx.db, ctx.host_id, ctx.epoch())):
+        for vm_id in (yield runtimes.claim_vm_starts(ctx.db, ctx.host_id, epoch())):
             fleet.start(vm_id)
 
     return Periodic("vm-commands", ctx.reactor, poll,
                     _every(ctx, "internal.hkd.agent.vm_command_handler.delay"),
-                    listener=listener, channel=VM_CHANNEL.format(ctx.host_id))
+                    listener=listener, channel=channels.vm_commands(ctx.host_id))
 
 
 def expiration_monitor(ctx: HKDContext, fleet: Fleet) -> Periodic:
@@ -105,14 +102,13 @@ def expiration_monitor(ctx: HKDContext, fleet: Fleet) -> Periodic:
 
     @defer.inlineCallbacks
     def check() -> Generator[defer.Deferred[Any], Any, None]:
-        rows = yield queries.expired_vms(ctx.db, ctx.host_id)
-        for vm_id, soft, hard, soft_due, hard_due in rows:
-            if hard_due:
+        for expiry in (yield runtimes.expired_vms(ctx.db, ctx.host_id)):
+            if expiry.hard_due:
                 log.info("VM {vm_id} passed its hard expiration {hard}: stopping it",
-                         vm_id=vm_id, hard=hard)
-                fleet.post(vm_id, "stop")
-            elif soft_due:
-                fleet.post(vm_id, "expired", soft=soft, hard=hard)
+                         vm_id=expiry.vm_id, hard=expiry.hard)
+                fleet.post(expiry.vm_id, "stop")
+            elif expiry.soft_due:
+                fleet.post(expiry.vm_id, "expired", soft=expiry.soft, hard=expiry.hard)
 
     delay = "internal.hkd.agent.expiration_monitor.delay"
     return Periodic("expiration-monitor", ctx.reactor, check,
@@ -126,14 +122,14 @@ def cluster_monitor(ctx: HKDContext) -> Periodic:
 
     @defer.inlineCallbacks
     def check() -> Generator[defer.Deferred[Any], Any, None]:
-        lost, l7r_hosts = yield queries.release_lost_hosts(
+        released = yield runtimes.release_lost_hosts(
             ctx.db, ctx.host_id, ctx.config.get_float("internal.hkd.cluster.node.timeout"),
-            ctx.epoch())
-        for host_id in lost:
+            epoch())
+        for host_id in released.lost:
             log.warn("host {host_id} stopped answering: marked lost, its VMs released",
                      host_id=host_id)
-        for host_id in l7r_hosts:
-            yield queries.notify(ctx.db, USER_CHANNEL.format(host_id))
+        for host_id in released.l7r_hosts:
+            yield channels.notify(ctx.db, channels.user_commands(host_id))
 
     def delay(failed: bool) -> float:
         prefix = "internal.hkd.agent.cluster_monitor."
@@ -148,7 +144,7 @@ def token_sweeper(ctx: HKDContext) -> Periodic:
     every row; an expired token is also deleted when someone tries it)."""
 
     def sweep() -> defer.Deferred[None]:
-        return queries.delete_expired_tokens(ctx.db, ctx.epoch())
+        return tokens.delete_expired_tokens(ctx.db, epoch())
 
     return Periodic("token-sweeper", ctx.reactor, sweep,
                     _every(ctx, "internal.hkd.agent.token_sweeper.delay"))

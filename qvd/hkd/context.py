@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +71,3 @@ class HKDContext:
         key = f"internal.hkd.{name}.timeout.on_state.{path.replace('*', name)}"
         return self.config.get_float(key)
 
-    @staticmethod
-    def epoch() -> int:
-        """``*_state_ts`` columns are epoch seconds from the writer's clock."""
-        return int(time.time())

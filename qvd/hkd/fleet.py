@@ -7,9 +7,10 @@ from typing import Any, Generator
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from qvd.db import queries
+from qvd.db import runtimes
 from qvd.hkd.context import HKDContext
 from qvd.hkd.vm import VMHandler
+from qvd.reactor import epoch
 
 log = Logger()
 
@@ -31,8 +32,8 @@ class Fleet:
         if vm_id in self.handlers:
             log.info("VM {vm_id} is already handled here; start ignored", vm_id=vm_id)
         elif not self.accepting:
-            clearing = queries.clear_vm_runtime(
-                self.ctx.db, vm_id, self.ctx.host_id, self.ctx.epoch())
+            clearing = runtimes.clear_vm_runtime(
+                self.ctx.db, vm_id, self.ctx.host_id, epoch())
             clearing.addErrback(
                 lambda f: log.failure("VM {vm_id}: cannot put it back to stopped", f, vm_id=vm_id))
         else:

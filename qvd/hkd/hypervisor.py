@@ -7,7 +7,6 @@ libvirt's KVM/LXC) implements ``IHypervisor`` and is listed in ``BACKENDS``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
 from twisted.internet import defer
@@ -15,29 +14,13 @@ from twisted.python.reflect import namedAny
 from zope.interface import Attribute, Interface
 
 from qvd.config import Config, ConfigError
+from qvd.db.runtimes import VMSpec
 
 BACKENDS = {"process": "qvd.hkd.process.ProcessHypervisor"}
 
 
 class LaunchError(Exception):
     """The backend could not start the VM; the message says why."""
-
-
-@dataclass(frozen=True)
-class VMSpec:
-    """What a backend needs to start one VM (QVD 4's loading_row + searching_di)."""
-
-    vm_id: int
-    name: str
-    user_id: int
-    login: str
-    osf_id: int
-    di_tag: str
-    ip: Optional[str]
-    di_id: int
-    di_path: str
-    memory: int
-    user_storage_size: Optional[int]
 
 
 class IVMInstance(Interface):

@@ -35,8 +35,9 @@ from zope.interface import implementer
 
 from qvd.config import Config
 from qvd.hkd import netns
-from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError, VMSpec
-from qvd.hkd.once import Once
+from qvd.db.runtimes import VMSpec
+from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError
+from qvd.stream.once import Once
 
 log = Logger()
 

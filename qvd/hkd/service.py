@@ -1,6 +1,7 @@
 """``twistd qvd-hkd``: the HKD service tree and its start-up and shutdown sequences.
 
-Start (reference §2.2): database, schema 4.3.0, configuration, host
+Start (reference §2.2), once its ``NodeDaemon`` has checked the schema and
+opened the database and configuration: the node's lock and hypervisor, host
 ``starting``, first heartbeat, recovery of the VMs a previous HKD left,
 agents, host ``running``, VM commands.  Stop (SIGTERM, host command
 ``stop``, fencing, a heartbeat timeout): no more VM commands, host
@@ -21,53 +22,20 @@ from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from qvd.config import Config, ConfigError
-from qvd.configwatch import ConfigWatcher
-from qvd.db import SCHEMA_VERSION, DatabaseError, connect_sync, queries
-from qvd.db.listener import Listener
-from qvd.db.pool import Database, default_reactor
+from qvd.config import Config
+from qvd.daemon import STARTUP_ERRORS, NodeDaemon, StartError, cannot_start, prepare
+from qvd.daemon import Options
+from qvd.db import hosts, runtimes
 from qvd.hkd import agents
 from qvd.hkd.context import HKDContext
 from qvd.hkd.fleet import Fleet
 from qvd.hkd.hypervisor import check_hypervisor, make_hypervisor
-from qvd.hkd.once import Once
 from qvd.hkd.periodic import Periodic
+from qvd.stream.once import Once
 
 log = Logger()
 
-
-class StartError(Exception):
-    """The HKD cannot run on this database or configuration; the message says why."""
-
-
-class Options(usage.Options):
-    optParameters = [
-        ["config", "c", None, "node.conf to read (default $QVD_CONFIG or /etc/qvd/node.conf)"],
-    ]
-
-
-def preflight(config: Config) -> int:
-    """This node's ``hosts.id``, after checking the schema and the hypervisor.
-
-    Blocking, so only before the reactor runs: what makes the HKD unusable is
-    then a clean error and exit status from twistd.
-    """
-    nodename = config.get("nodename")
-    conn = connect_sync(config, "qvd-hkd")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT version FROM versions WHERE component = 'schema'")
-            check_schema(cur.fetchall())
-            cur.execute("SELECT id FROM hosts WHERE name = %s", (nodename,))
-            rows = cur.fetchall()
-        queries.apply_configs_now(conn, config)
-    finally:
-        conn.close()
-    if not rows:
-        raise StartError(f"no host named {nodename!r} (nodename) in QVD-DB:"
-                         f" create it with 'qa host new name={nodename},address=<its IP>'")
-    check_hypervisor(config)
-    return rows[0][0]
+__all__ = ["Options", "makeService"]
 
 
 def lock_node(config: Config) -> None:
@@ -87,27 +55,26 @@ def lock_node(config: Config) -> None:
         raise StartError(f"another qvd-hkd is running on this node (it holds {path})") from None
 
 
-def check_schema(rows: list[tuple[Any, ...]]) -> None:
-    if [row[0] for row in rows] != [SCHEMA_VERSION]:
-        found = ", ".join(row[0] for row in rows) or "none"
-        raise StartError(f"QVD-DB schema version is {found}, this HKD needs {SCHEMA_VERSION}")
+def prepare_hkd(config: Config) -> None:
+    """What only the HKD needs before the reactor runs: its hypervisor, and the node's lock."""
+    check_hypervisor(config)
+    lock_node(config)
 
 
 class HKDService(MultiService):
-    """One node's HKD; ``exit`` ends the process once an internal stop is complete."""
+    """One node's HKD, on its daemon's configuration, database and LISTEN connection;
+    ``exit`` ends the process once an internal stop is complete."""
 
     name = "qvd-hkd"
 
-    def __init__(self, config: Config, host_id: int, *, reactor: Any = None,
-                 exit: Optional[Callable[[], None]] = None):
+    def __init__(self, daemon: NodeDaemon, *, exit: Optional[Callable[[], None]] = None):
         super().__init__()
-        self.config = config
-        self.host_id = host_id
-        self.reactor = reactor or default_reactor()
+        self.daemon = daemon
+        self.config = daemon.config
+        self.host_id = daemon.host_id
+        self.reactor = daemon.reactor
         self.exit = exit or self._stop_reactor
         self.failed = False  # stopped by a fatal error or fencing, not on request
-        self.db: Optional[Database] = None
-        self.listener: Optional[Listener] = None
         self.ctx: Optional[HKDContext] = None
         self.fleet: Optional[Fleet] = None
         self.host_state: Optional[str] = None
@@ -124,51 +91,42 @@ class HKDService(MultiService):
         d.addBoth(lambda _: self._booted.fire())
 
     def _boot_failed(self, failure: Failure) -> None:
-        if failure.check(StartError, ConfigError, DatabaseError):
+        if failure.check(*STARTUP_ERRORS):
             self._fatal(failure.getErrorMessage())
         else:
             self._fatal("start-up failed", failure)
 
     @defer.inlineCallbacks
     def _boot(self) -> Generator[defer.Deferred[Any], Any, None]:
-        self.db = Database(self.config, "qvd-hkd", reactor=self.reactor)
-        yield self.db.start()
-        check_schema((yield queries.schema_versions(self.db)))
-        self.listener = Listener(self.config, "qvd-hkd-listener", reactor=self.reactor)
-        yield self.listener.start()
-        watcher = ConfigWatcher(self.config, self.db, self.listener, clock=self.reactor)
-        loaded = watcher.reloaded()
-        watcher.setServiceParent(self)
-        yield loaded
-        ctx = self.ctx = HKDContext(self.config, self.db, self.reactor, self.host_id,
+        db, listener = self.daemon.database, self.daemon.listener
+        ctx = self.ctx = HKDContext(self.config, db, self.reactor, self.host_id,
                                     make_hypervisor(self.config, self.reactor))
         self.fleet = Fleet(ctx)
         yield self._set_host_state("starting")
         heartbeat = agents.Heartbeat(ctx, self._fence, self._fatal)
         heartbeat.setServiceParent(self)
         yield heartbeat.first.wait()
-        unfinished = yield queries.unfinished_vms(self.db, self.host_id)
-        for vm_id in (yield ctx.hypervisor.reap_strays({vm_id for vm_id, _ in unfinished})):
+        unfinished = yield runtimes.unfinished_vms(db, self.host_id)
+        for vm_id in (yield ctx.hypervisor.reap_strays({vm.vm_id for vm in unfinished})):
             log.warn("killed VM {vm_id}: it was still running here but QVD-DB gave it away",
                      vm_id=vm_id)
-        for vm_id, state in unfinished:
-            self.fleet.recover(vm_id, state)
-        for agent in (agents.host_commands(ctx, self.listener, self._request_stop),
+        for vm in unfinished:
+            self.fleet.recover(vm.vm_id, vm.vm_state)
+        for agent in (agents.host_commands(ctx, listener, self._request_stop),
                       agents.expiration_monitor(ctx, self.fleet),
                       agents.cluster_monitor(ctx), agents.token_sweeper(ctx)):
             agent.setServiceParent(self)
         if self._stopping:
             return
         yield self._set_host_state("running")
-        self._vm_commands = agents.vm_commands(ctx, self.listener, self.fleet)
+        self._vm_commands = agents.vm_commands(ctx, listener, self.fleet)
         self._vm_commands.setServiceParent(self)
         log.info("HKD running as host {host_id} ({hypervisor} hypervisor)", host_id=self.host_id,
                  hypervisor=ctx.hypervisor.name)
 
     @defer.inlineCallbacks
     def _set_host_state(self, state: str) -> Generator[defer.Deferred[Any], Any, None]:
-        assert self.db is not None
-        if not (yield queries.set_host_state(self.db, self.host_id, state)):
+        if not (yield hosts.set_host_state(self.daemon.database, self.host_id, state)):
             raise StartError(f"host {self.host_id} has no host_runtimes row")
         self.host_state = state
 
@@ -197,12 +155,8 @@ class HKDService(MultiService):
         yield super().stopService()
         if self.host_state is not None:
             yield self._note_state("stopped")
-        if self.listener is not None:
-            yield self.listener.stop()
         if self.ctx is not None:
             self.ctx.close()
-        if self.db is not None:
-            yield self.db.close()
         log.info("HKD stopped")
 
     @defer.inlineCallbacks
@@ -246,11 +200,13 @@ def _exit_failed() -> None:
     os._exit(1)
 
 
-def makeService(options: Options) -> HKDService:
+def makeService(options: usage.Options) -> NodeDaemon:
+    """``twistd qvd-hkd``: a daemon holding the HKD."""
     try:
-        config = Config.load(options["config"])
-        host_id = preflight(config)
-        lock_node(config)
-    except (ConfigError, DatabaseError, StartError) as e:
-        raise SystemExit(f"qvd-hkd cannot start: {e}") from None  # one line, no traceback
-    return HKDService(config, host_id)
+        config, host_id = prepare(options["config"], "qvd-hkd")
+        prepare_hkd(config)
+    except STARTUP_ERRORS as e:
+        raise cannot_start("qvd-hkd", e) from None
+    daemon = NodeDaemon(config, host_id, "qvd-hkd")
+    HKDService(daemon).setServiceParent(daemon)
+    return daemon

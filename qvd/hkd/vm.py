@@ -20,11 +20,13 @@ from typing import Any, Generator, Optional
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from qvd.db import queries
+from qvd.db import runtimes
+from qvd.db.runtimes import VMSpec
 from qvd.hkd.context import HKDContext
-from qvd.hkd.hypervisor import IVMInstance, LaunchError, VMSpec
-from qvd.hkd.once import Once
+from qvd.hkd.hypervisor import IVMInstance, LaunchError
+from qvd.stream.once import Once
 from qvd.hkd.vma import MonitorLimits, VMAClient, VMAMonitor
+from qvd.reactor import epoch
 
 log = Logger()
 
@@ -110,14 +112,14 @@ class VMHandler:
             yield self._release_and_clear()
             return
         self._attach()
-        saved = yield queries.save_vm_runtime(
+        saved = yield runtimes.save_vm_runtime(
             self.ctx.db, self.vm_id, self.ctx.host_id, self.instance.address,
             self.instance.ports, self.instance.pid, spec.di_id)
         if not saved:
             log.warn("VM {vm_id} was taken away from this host while starting", vm_id=self.vm_id)
             yield self._stop("hard")
             return
-        yield queries.count_vm_run(self.ctx.db, self.vm_id, "run_attempts")
+        yield runtimes.count_vm_run(self.ctx.db, self.vm_id, "run_attempts")
         log.info("VM {vm_id} launched (pid {pid}), waiting for its VMA", vm_id=self.vm_id,
                  pid=self.instance.pid)
         yield self._watch("starting")
@@ -152,11 +154,11 @@ class VMHandler:
 
     @defer.inlineCallbacks
     def _load(self) -> Generator[defer.Deferred[Any], Any, VMSpec]:
-        rows = yield queries.vm_start_info(self.ctx.db, self.vm_id)
-        if len(rows) != 1:
+        specs = yield runtimes.vm_start_specs(self.ctx.db, self.vm_id)
+        if len(specs) != 1:
             raise LaunchError("the VM is gone, or no unblocked DI of its OSF carries its di_tag"
-                              if not rows else "several DIs of its OSF carry its di_tag")
-        return VMSpec(*rows[0])
+                              if not specs else "several DIs of its OSF carry its di_tag")
+        return specs[0]
 
     # -- watching a live VM ---------------------------------------------------------------
     @defer.inlineCallbacks
@@ -183,7 +185,7 @@ class VMHandler:
             return False
         if phase == "running" and not self._counted:
             self._counted = True
-            yield queries.count_vm_run(self.ctx.db, self.vm_id, "run_ok")
+            yield runtimes.count_vm_run(self.ctx.db, self.vm_id, "run_ok")
         self._give_heavy()
         log.info("VM {vm_id} is {state}", vm_id=self.vm_id, state=phase)
         return True
@@ -224,7 +226,7 @@ class VMHandler:
 
     def _alive(self) -> None:
         self.post("alive")
-        noting = queries.touch_vma_ok(self.ctx.db, self.vm_id, self.ctx.host_id, self.ctx.epoch())
+        noting = runtimes.touch_vma_ok(self.ctx.db, self.vm_id, self.ctx.host_id, epoch())
         noting.addErrback(
             lambda f: log.warn("VM {vm_id}: cannot record the VMA's answer: {error}",
                                vm_id=self.vm_id, error=f.getErrorMessage()))
@@ -313,13 +315,12 @@ class VMHandler:
     @defer.inlineCallbacks
     def _save_state(self, state: str) -> Generator[defer.Deferred[Any], Any, bool]:
         try:
-            rows = yield queries.set_vm_state(
-                self.ctx.db, self.vm_id, self.ctx.host_id, state, self.ctx.epoch())
+            return (yield runtimes.set_vm_state(
+                self.ctx.db, self.vm_id, self.ctx.host_id, state, epoch()))
         except Exception as e:
             log.warn("VM {vm_id}: cannot save state {state}: {error}", vm_id=self.vm_id,
                      state=state, error=e)
             return False
-        return bool(rows)
 
     @defer.inlineCallbacks
     def _release_and_clear(self) -> Generator[defer.Deferred[Any], Any, None]:
@@ -327,8 +328,8 @@ class VMHandler:
         yield self.ctx.hypervisor.release(self.vm_id)
         while True:
             try:
-                yield queries.clear_vm_runtime(
-                    self.ctx.db, self.vm_id, self.ctx.host_id, self.ctx.epoch())
+                yield runtimes.clear_vm_runtime(
+                    self.ctx.db, self.vm_id, self.ctx.host_id, epoch())
             except Exception as e:
                 log.warn("VM {vm_id}: cannot clear its runtime row: {error}", vm_id=self.vm_id,
                          error=e)

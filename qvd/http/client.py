@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from qvd.http.head import HeadError, HeadParser, Headers, Limits, format_head
-from qvd.http.server import VERSION
+from qvd.http.head import VERSION
 
 USER_AGENT = f"QVD::HTTPC/0.01 ({platform.system()})"
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Optional
 
+VERSION = "HTTP/1.1"  # the only version the dialect speaks, both ways
 _TOKEN = re.compile(rb"[!#$%&'*+\-.0-9A-Za-z_]+")
 
 

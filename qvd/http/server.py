@@ -27,10 +27,10 @@ from twisted.python.failure import Failure
 from zope.interface import Interface
 
 from qvd.http.handover import HandoverProtocol
-from qvd.http.sockets import tune
-from qvd.http.head import Head, HeadError, HeadParser, Headers, Limits, format_head, reason
-
-VERSION = "HTTP/1.1"
+from qvd.stream.sockets import tune
+from qvd.http.head import (
+    VERSION, Head, HeadError, HeadParser, Headers, Limits, format_head, reason,
+)
 
 
 class Channel:

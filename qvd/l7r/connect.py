@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import secrets
 import string
-import time
 from typing import Any, Generator, Optional
 
 import psutil
@@ -20,16 +19,18 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.logger import Logger
 
-from qvd.db import DatabaseError, queries
+from qvd.db import DatabaseError, hosts, sessions as session_rows, vms
+from qvd.db.vms import VMRow
 from qvd.http.client import quiet_connect
 from qvd.http.server import Request, SwitchProtocols
 from qvd.http.simplerpc import SimpleRPCClient
 from qvd.l7r.auth import create_token
 from qvd.l7r.errors import HTTPError, Unavailable
 from qvd.l7r.sessions import Session
-from qvd.l7r.splice import SpliceEnd
-from qvd.l7r.vms import VMRow
-from qvd.loadbalancer import NoHostAvailable, VMInfo, candidate, choose_host
+from qvd.loadbalancer import NoHostAvailable, VMInfo, choose_host
+from qvd.polling import poll_until
+from qvd.reactor import epoch
+from qvd.stream.splice import SpliceEnd
 
 log = Logger()
 
@@ -42,13 +43,15 @@ def slave_key() -> str:
 
 
 class ConnectToVM:
-    """One connect_to_vm request; ``run`` fires with the 101 or an error response."""
+    """One connect_to_vm request; ``run`` fires with the 101 or an error response.
 
-    def __init__(self, handler: Any, request: Request):
-        self.handler = handler
-        self.ctx = handler.ctx
-        self.config = handler.ctx.config
-        self.db = handler.ctx.database
+    ``ctx`` is the endpoints' ``L7RContext`` (its checks, database, sessions, reactor).
+    """
+
+    def __init__(self, ctx: Any, request: Request):
+        self.ctx = ctx
+        self.config = ctx.config
+        self.db = ctx.database
         self.request = request
         self.session: Optional[Session] = None
         self.vm_end: Optional[SpliceEnd] = None
@@ -60,31 +63,28 @@ class ConnectToVM:
         return self.config.get_float(key)
 
     def pause(self, key: str) -> defer.Deferred:
-        return task.deferLater(self.ctx.clock, self.seconds(key), lambda: None)
+        return task.deferLater(self.ctx.reactor, self.seconds(key), lambda: None)
 
-    def now(self) -> int:
-        return int(time.time())
+    def poll(self, timeout_key: str, interval_key: str, step: Any, expired: Any) -> defer.Deferred:
+        return poll_until(self.ctx.reactor, self.seconds(timeout_key), self.seconds(interval_key),
+                          step, expired)
 
     @defer.inlineCallbacks
     def run(self) -> Generator[Any, Any, SwitchProtocols]:
-        handler = self.handler
-        node = yield handler.node(counted=True)
-        self.host_id, self.host_address = node[0], node[1]
-        auth = yield handler.authenticate(self.request)
-        handler.usable(node, check_state=False)
+        checks = self.ctx.checks
+        node = yield checks.node(counted=True)
+        self.host_id, self.host_address = node.id, node.address
+        auth = yield checks.authenticate(self.request)
+        checks.usable(node, check_state=False)
         headers = self.request.headers
         if headers.get("Connection") != "Upgrade" or headers.get("Upgrade") != "QVD/1.0":
             raise HTTPError(426)
-        vm_id = handler.vm_id(self.request)
+        vm_id = checks.vm_id(self.request)
         client_params = self.client_params()
-        vm = VMRow.of((yield queries.vm_row(self.db, vm_id)))
-        if vm is None:
-            raise HTTPError(404, "The requested virtual machine does not exist")
-        if not (yield self.ctx.authenticator.allow_access_to_vm(auth, vm)):
-            raise HTTPError(403, "You are not allowed to access requested virtual machine")
+        vm = yield checks.vm(vm_id, auth)
         if vm.blocked:
             raise HTTPError(403, "The requested virtual machine is offline for maintenance")
-        yield queries.set_real_user(self.db, vm_id, auth.user_id)
+        yield vms.set_real_user(self.db, vm_id, auth.user_id)
         key = slave_key()
         try:
             result = yield self.connect(vm, auth, client_params, key)
@@ -142,55 +142,56 @@ class ConnectToVM:
 
     @defer.inlineCallbacks
     def reread(self, vm_id: int) -> Generator[Any, Any, VMRow]:
-        vm = VMRow.of((yield queries.vm_row(self.db, vm_id)))
+        vm = yield vms.vm_row(self.db, vm_id)
         if vm is None:
             raise Unavailable(f"VM {vm_id} was deleted")
         return vm
 
     # step 9
-    @defer.inlineCallbacks
-    def take_over(self, vm_id: int) -> Generator[Any, Any, None]:
+    def take_over(self, vm_id: int) -> defer.Deferred[bool]:
         sessions = self.ctx.sessions
-        deadline = self.ctx.clock.seconds() + self.seconds("internal.l7r.timeout.takeover")
-        while True:
-            holder = yield queries.acquire_session(
-                self.db, vm_id, self.host_id, sessions.pid, self.now())
-            if holder is None:
-                self.session = Session(vm_id, self.request.channel)
-                sessions.add(self.session)
-                self.info(f"Session acquired for VM_ID: {vm_id}")
-                return
-            holder_host, holder_pid = holder
-            if holder_host == self.host_id and (holder_pid is None or (
-                    holder_pid != sessions.pid and not psutil.pid_exists(holder_pid))):
-                yield sessions.forget(vm_id, holder_pid)
-                continue
+
+        @defer.inlineCallbacks
+        def acquire() -> Generator[Any, Any, Optional[bool]]:
+            while True:
+                holder = yield session_rows.acquire_session(
+                    self.db, vm_id, self.host_id, sessions.pid, epoch())
+                if holder is None:
+                    self.session = Session(vm_id, self.request.channel)
+                    sessions.add(self.session)
+                    self.info(f"Session acquired for VM_ID: {vm_id}")
+                    return True
+                if holder.host_id == self.host_id and (holder.pid is None or (
+                        holder.pid != sessions.pid and not psutil.pid_exists(holder.pid))):
+                    yield sessions.forget(vm_id, holder.pid)
+                    continue
+                break
             self.info(f"Aborting contending session for VM_ID: {vm_id}")
-            if holder_host == self.host_id and holder_pid == sessions.pid:
+            if holder == session_rows.Holder(self.host_id, sessions.pid):
                 # Ours: end it now.  If it is not registered any more, it already
                 # ended (our own NOTIFY may have beaten this reply): its row is
                 # being reset, by its release or by ``check_aborts``.
                 contender = sessions.get(vm_id)
                 if contender is not None:
                     contender.abort()
-            if self.ctx.clock.seconds() >= deadline:
-                raise Unavailable("Unable to acquire VM, close other clients")
             if not self.request.channel.connected:
                 raise Unavailable("client went away")
-            yield self.pause("internal.l7r.poll_time.vm")
+            return None
+
+        return self.poll("internal.l7r.timeout.takeover", "internal.l7r.poll_time.vm", acquire,
+                         lambda: Unavailable("Unable to acquire VM, close other clients"))
 
     # step 10
     @defer.inlineCallbacks
     def assign_host(self, vm: VMRow) -> Generator[Any, Any, int]:
         self.info(f"Assigning VM {vm.id} to host")
-        rows = yield queries.lb_candidates(self.db)
+        candidates = yield hosts.lb_candidates(self.db)
         try:
             host_id = choose_host(
-                self.config, VMInfo(vm.id, vm.name, vm.user_id, vm.osf_id, vm.di_tag),
-                [candidate(row) for row in rows])
+                self.config, VMInfo(vm.id, vm.name, vm.user_id, vm.osf_id, vm.di_tag), candidates)
         except NoHostAvailable as e:
             raise Unavailable(str(e)) from None
-        if not (yield queries.assign_host(self.db, vm.id, host_id)):
+        if not (yield vms.assign_host(self.db, vm.id, host_id)):
             raise Unavailable(f"Unable to start VM {vm.id}, state changed unexpectedly")
         return host_id
 
@@ -201,19 +202,22 @@ class ConnectToVM:
         vm_id = vm.id
         if vm.vm_state == "stopped":
             self.info("Starting virtual machine")
-            yield queries.request_vm_start(self.db, vm_id, host_id)
-        deadline = self.ctx.clock.seconds() + self.seconds("internal.l7r.timeout.vm_start")
-        while True:
+            yield vms.request_vm_start(self.db, vm_id, host_id)
+
+        @defer.inlineCallbacks
+        def running() -> Generator[Any, Any, Optional[VMRow]]:
             vm = yield self.reread(vm_id)
             if vm.vm_state == "running":
                 return vm
             if vm.vm_state == "stopped" and vm.vm_cmd is None:
                 raise Unavailable(f"Failed to start virtual machine {vm_id}")
-            if self.ctx.clock.seconds() >= deadline:
-                raise Unavailable("VM didn't reach state 'running'. Timeout")
             self.check_abort()
             self.info("Waiting for VM to reach state 'running'")
-            yield self.pause("internal.l7r.poll_time.vm")
+            return None
+
+        return (yield self.poll("internal.l7r.timeout.vm_start", "internal.l7r.poll_time.vm",
+                                running,
+                                lambda: Unavailable("VM didn't reach state 'running'. Timeout")))
 
     # step 13
     @defer.inlineCallbacks
@@ -222,8 +226,8 @@ class ConnectToVM:
         params = dict(client_params)
         params["auth_token"] = token
         params["host_address"] = self.host_address
-        for _, name, value in (yield queries.vm_properties(self.db, vm.id)):
-            params[name] = value
+        for prop in (yield vms.vm_properties(self.db, vm.id)):
+            params[prop.key] = prop.value
         params.update(auth.params)
         params["qvd.slave.key"] = key
         return params
@@ -250,24 +254,31 @@ class ConnectToVM:
         raise Unavailable(f"Unable to start X session on VM {vm.id}: {last}")
 
     # step 15
-    @defer.inlineCallbacks
-    def wait_for_x(self, vm: VMRow) -> Generator[Any, Any, None]:
+    def wait_for_x(self, vm: VMRow) -> defer.Deferred[bool]:
         self.info(f"Waiting for X session to come up on VM {vm.id}")
-        started = self.ctx.clock.seconds()
-        limit = self.seconds("internal.l7r.timeout.x_start")
-        while True:
+        seen: list[Optional[str]] = [None]
+
+        @defer.inlineCallbacks
+        def listening() -> Generator[Any, Any, Optional[bool]]:
             try:
                 state = yield self.rpc(vm).call("x_state")
             except Exception:
                 state = None
+            seen[0] = state
             if state == "listening":
-                return
+                return True
             if state not in (None, "starting", "provisioning"):
                 raise Unavailable(f"Unable to start X session on VM {vm.id}, state went to {state}")
-            if state != "provisioning" and self.ctx.clock.seconds() - started >= limit:
-                raise Unavailable(f"Unable to start X session on VM {vm.id}, operation timed out!")
             self.check_abort()
-            yield self.pause("internal.l7r.poll_time.x")
+            return None
+
+        def expired() -> Optional[Exception]:
+            if seen[0] == "provisioning":  # provisioning takes as long as it takes
+                return None
+            return Unavailable(f"Unable to start X session on VM {vm.id}, operation timed out!")
+
+        return self.poll("internal.l7r.timeout.x_start", "internal.l7r.poll_time.x", listening,
+                         expired)
 
     # step 16
     @defer.inlineCallbacks
@@ -276,26 +287,30 @@ class ConnectToVM:
         the port, so a refused connect is retried every ``poll_time.x`` for up to
         ``timeout.x_start`` seconds (QVD 4 VMAs report ``listening`` just as early)."""
         self.info(f"Connecting X session for VM_ID: {vm.id}")
-        yield queries.count(self.db, self.host_id, "nx_attempts")
-        deadline = self.ctx.clock.seconds() + self.seconds("internal.l7r.timeout.x_start")
-        while True:
+        yield hosts.count(self.db, self.host_id, "nx_attempts")
+        refused: list[Exception] = []
+
+        def unable(e: Exception) -> Unavailable:
+            return Unavailable(f"Unable to connect to X server  on VM VM_ID: {vm.id}: {e}")
+
+        @defer.inlineCallbacks
+        def connected() -> Generator[Any, Any, Optional[SpliceEnd]]:
             endpoint = TCP4ClientEndpoint(self.ctx.reactor, vm.vm_address, vm.x_port,
                                           timeout=self.seconds("internal.l7r.timeout.vma"))
             try:
-                self.vm_end = yield quiet_connect(endpoint, SpliceEnd())
-                break
+                return (yield quiet_connect(endpoint, SpliceEnd()))
             except ConnectionRefusedError as e:
-                if self.ctx.clock.seconds() >= deadline:
-                    raise Unavailable(
-                        f"Unable to connect to X server  on VM VM_ID: {vm.id}: {e}") from None
+                refused[:] = [e]
             except (ConnectError, OSError) as e:
-                raise Unavailable(
-                    f"Unable to connect to X server  on VM VM_ID: {vm.id}: {e}") from None
+                raise unable(e) from None
             self.check_abort()
-            yield self.pause("internal.l7r.poll_time.x")
-        yield queries.count(self.db, self.host_id, "nx_ok")
-        outcome = yield queries.mark_connected(
-            self.db, vm.id, self.host_id, self.ctx.sessions.pid, self.now())
+            return None
+
+        self.vm_end = yield self.poll("internal.l7r.timeout.x_start", "internal.l7r.poll_time.x",
+                                      connected, lambda: unable(refused[0]))
+        yield hosts.count(self.db, self.host_id, "nx_ok")
+        outcome = yield session_rows.mark_connected(
+            self.db, vm.id, self.host_id, self.ctx.sessions.pid, epoch())
         if outcome == "aborted":
             raise Unavailable(f"Aborted by contending session VM VM_ID: {vm.id}")
         if outcome != "connected":
@@ -306,7 +321,7 @@ class ConnectToVM:
     def switch(self, vm: VMRow, auth: Any, key: str) -> SwitchProtocols:
         self.info("Connection established")
         session, vm_end = self.session, self.vm_end
-        sessions, clock = self.ctx.sessions, self.ctx.clock
+        sessions, clock = self.ctx.sessions, self.ctx.reactor
         log.info("{login} connected to VM {vm_id} at {address}:{port}", login=auth.login,
                  vm_id=vm.id, address=vm.vm_address, port=vm.x_port)
 
@@ -318,6 +333,6 @@ class ConnectToVM:
                 lambda f: log.warn("cannot release VM {vm_id}: {error}",
                                    vm_id=session.vm_id, error=f.getErrorMessage()))
 
-        session.spliced(self.ctx.clock.seconds(), vm_end.close)
+        session.spliced(clock.seconds(), vm_end.close)
         return SwitchProtocols([("X-QVD-Slave-Key", key)],
                                SpliceEnd(vm_end, ended, close=self.request.channel.close))

@@ -1,4 +1,4 @@
-"""``twistd qvd-l7r``: the client-facing broker as a service tree.
+"""``twistd qvd-l7r``: the client-facing broker, a service of a ``NodeDaemon``.
 
 Start-up reads the configuration and the TLS material before the reactor
 runs, so a bad key or certificate stops ``twistd`` with one clear line.
@@ -15,16 +15,13 @@ from typing import Any, Generator, Optional
 
 from twisted.application.service import MultiService
 from twisted.internet import defer, interfaces
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
-from qvd.config import Config, ConfigError
-from qvd.configwatch import ConfigWatcher
-from qvd.db import DatabaseError, connect_sync
-from qvd.db import queries
-from qvd.db.listener import Listener
-from qvd.db.pool import Database, default_reactor
+from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, prepare
+from qvd.daemon import Options as DaemonOptions
 from qvd.http.head import Limits
 from qvd.http.server import QVDHTTPServerFactory, Timeouts
 from qvd.l7r.auth import Authenticator
@@ -36,136 +33,106 @@ from qvd.l7r.workers import ParentPipe, WorkerPool
 log = Logger()
 
 
-class Options(usage.Options):
-    optParameters = [
-        ["config", "c", None, "node.conf to read (default $QVD_CONFIG or /etc/qvd/node.conf)"],
-    ]
+class Options(DaemonOptions):
     optFlags = [
         ["worker", None, "run as an extra worker of another qvd-l7r (started by it)"],
     ]
 
 
-def load_config(path: Optional[str]) -> Config:
-    """node.conf plus the configs and ssl_configs tables, read now (blocking, at start)."""
-    config = Config.load(path)
-    conn = connect_sync(config, "qvd-l7r")
-    try:
-        queries.apply_configs_now(conn, config)
-    finally:
-        conn.close()
-    return config
-
-
-def listen(reactor: Any, address: str, port: int, factory: Any) -> interfaces.IListeningPort:
+@defer.inlineCallbacks
+def listen(reactor: Any, address: str, port: int,
+           factory: Any) -> Generator[defer.Deferred[Any], Any, interfaces.IListeningPort]:
     """A listening TCP port shared with our sibling processes (SO_REUSEPORT)."""
     host = "0.0.0.0" if address.strip() in ("*", "") else address.strip()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(1024)
-        sock.setblocking(False)
-        return reactor.adoptStreamPort(sock.fileno(), family, factory)
-    finally:
-        sock.close()
+        endpoint = AdoptedStreamServerEndpoint(reactor, sock.detach(), family)  # it closes the fd
+    return (yield endpoint.listen(factory))
 
 
 class L7RService(MultiService):
-    """One L7R process: database, config reload, sessions and the listening port."""
+    """One L7R process's broker: sessions, authentication and the listening port, on
+    its daemon's configuration, database and LISTEN connection."""
 
     name = "qvd-l7r"
 
-    def __init__(self, config: Config, *, reactor: Any = None,
-                 tls: Optional[L7RContextFactory] = None, worker: bool = False):
+    def __init__(self, daemon: NodeDaemon, *, tls: Optional[L7RContextFactory] = None,
+                 worker: bool = False):
         super().__init__()
-        self.config = config
-        self.reactor = reactor or default_reactor()
+        self.daemon = daemon
         self.tls = tls
         self.worker = worker
         self.port: Optional[interfaces.IListeningPort] = None
-        self.database: Optional[Database] = None
-        self.listener: Optional[Listener] = None
         self.sessions: Optional[SessionRegistry] = None
         self.authenticator: Optional[Authenticator] = None
         self.ready: defer.Deferred = defer.Deferred()
 
     def startService(self) -> None:
         super().startService()
-        d = self._boot()
-        d.addCallbacks(self.ready.callback, self._fatal)
+        self._boot().addCallbacks(self.ready.callback, self._fatal)
 
     @defer.inlineCallbacks
     def _boot(self) -> Generator[defer.Deferred[Any], Any, None]:
-        config = self.config
-        database = Database(config, "qvd-l7r", reactor=self.reactor)
-        yield database.start()
-        self.database = database
-        listener = Listener(config, "qvd-l7r-listener", reactor=self.reactor)
-        yield listener.start()
-        self.listener = listener
-        watcher = ConfigWatcher(config, database, listener, clock=self.reactor)
-        loaded = watcher.reloaded()
-        watcher.setServiceParent(self)
-        yield loaded
-        nodename = config.get("nodename")
-        rows = yield queries.node_status(database, nodename)
-        if not rows:
-            raise ConfigError(f"no host named {nodename!r} (nodename) in QVD-DB: create it with"
-                              f" 'qa host new name={nodename},address=<its IP>'")
-        host_id = rows[0][0]
-        sessions = SessionRegistry(config, database, listener, host_id, self.reactor)
+        daemon, config, reactor = self.daemon, self.daemon.config, self.daemon.reactor
+        sessions = SessionRegistry(config, daemon.database, daemon.listener, daemon.host_id,
+                                   reactor)
         sessions.setServiceParent(self)
         yield sessions.started
         self.sessions = sessions
-        self.authenticator = Authenticator(config, database, host_id, clock=self.reactor)
-        context = L7RContext(config, database, self.authenticator, sessions, nodename,
-                             self.reactor, self.reactor)
-        factory: Any = QVDHTTPServerFactory(L7RHandler(context), self.reactor, Limits(),
+        self.authenticator = Authenticator(config, daemon.database, daemon.host_id, clock=reactor)
+        context = L7RContext(config, daemon.database, self.authenticator, sessions,
+                             config.get("nodename"), reactor)
+        factory: Any = QVDHTTPServerFactory(L7RHandler(context), reactor, Limits(),
                                             Timeouts(head=config.get_float("l7r.timeout.head"),
                                                      idle=config.get_float("l7r.timeout.idle"),
                                                      first=config.get_float("l7r.timeout.first"),
                                                      close=config.get_float("l7r.timeout.close")))
         if self.tls is not None:
             factory = TLSMemoryBIOFactory(self.tls, False, factory)
-        self.port = listen(self.reactor, config.get("l7r.address"), config.get_int("l7r.port"),
-                           factory)
+        self.port = yield listen(reactor, config.get("l7r.address"), config.get_int("l7r.port"),
+                                 factory)
         log.info("L7R listening on {address}:{port} ({tls})", address=config.get("l7r.address"),
                  port=self.port.getHost().port, tls="TLS" if self.tls else "plain HTTP")
         processes = config.get_int("l7r.processes")
         if self.worker:
-            self.reactor.addReader(ParentPipe(self.reactor.stop))
+            reactor.addReader(ParentPipe(reactor.stop))
         elif processes > 1:
-            WorkerPool(self.reactor, processes - 1, config.path).setServiceParent(self)
+            WorkerPool(reactor, processes - 1, config.path).setServiceParent(self)
 
     def _fatal(self, failure: Any) -> None:
-        known = failure.check(ConfigError, DatabaseError, TLSConfigError, OSError)
+        known = failure.check(*STARTUP_ERRORS, TLSConfigError, OSError)
         log.critical("qvd-l7r cannot start: {why}",
                      why=failure.getErrorMessage() if known else repr(failure.value))
         if not known:
             log.failure("start-up failed", failure)
         self.ready.errback(failure)
-        if self.reactor.running:
-            self.reactor.stop()
+        if self.daemon.reactor.running:
+            self.daemon.reactor.stop()
 
     @defer.inlineCallbacks
     def stopService(self) -> Generator[defer.Deferred[Any], Any, None]:
         if self.port is not None:
             yield self.port.stopListening()
         yield super().stopService()
-        if self.listener is not None:
-            yield self.listener.stop()
-        if self.database is not None:
-            yield self.database.close()
         if self.authenticator is not None:
             self.authenticator.close()
 
 
-def makeService(options: Options) -> L7RService:
+def l7r_daemon(config_path: Optional[str], worker: bool = False) -> NodeDaemon:
+    """``twistd qvd-l7r``: a daemon holding one L7R (worker processes hold one each)."""
     try:
-        config = load_config(options["config"])
+        config, host_id = prepare(config_path, "qvd-l7r")
         tls = L7RContextFactory(config) if config.get_bool("l7r.use_ssl") else None
-    except (ConfigError, DatabaseError, TLSConfigError) as e:
-        raise SystemExit(f"qvd-l7r cannot start: {e}") from None  # one line, no traceback
-    return L7RService(config, tls=tls, worker=bool(options["worker"]))
+    except (*STARTUP_ERRORS, TLSConfigError) as e:
+        raise cannot_start("qvd-l7r", e) from None
+    daemon = NodeDaemon(config, host_id, "qvd-l7r")
+    L7RService(daemon, tls=tls, worker=worker).setServiceParent(daemon)
+    return daemon
+
+
+def makeService(options: usage.Options) -> NodeDaemon:
+    return l7r_daemon(options["config"], bool(options["worker"]))

@@ -12,7 +12,6 @@ LISTEN connection was down.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Callable, Generator, Optional
 
 import psutil
@@ -21,7 +20,9 @@ from twisted.internet import defer, interfaces, task
 from twisted.logger import Logger
 
 from qvd.config import Config
-from qvd.db import queries
+from qvd.reactor import epoch
+from qvd.db import channels, hosts, tokens
+from qvd.db import sessions as rows
 from qvd.db.listener import Listener
 from qvd.db.pool import Database
 from qvd.http.server import Channel
@@ -78,10 +79,7 @@ class SessionRegistry(Service):
         self._releasing: set[defer.Deferred[None]] = set()
         self._poll: Optional[task.LoopingCall] = None
         self.started: defer.Deferred = defer.Deferred()
-        self._channel = f"qvd_cmd_for_user_on_host{host_id}"
-
-    def now(self) -> int:
-        return int(time.time())
+        self._channel = channels.user_commands(host_id)
 
     def startService(self) -> None:
         super().startService()
@@ -151,42 +149,41 @@ class SessionRegistry(Service):
 
     @defer.inlineCallbacks
     def _release(self, session: Session) -> Generator[defer.Deferred[Any], Any, None]:
-        yield queries.release_session(
-            self.database, session.vm_id, self.host_id, self.pid, self.now())
+        yield rows.release_session(
+            self.database, session.vm_id, self.host_id, self.pid, epoch())
         if session.token is not None:
-            yield queries.delete_token(self.database, session.token)
+            yield tokens.delete_token(self.database, session.token)
         if session.spliced_at is not None and (
             self.clock.seconds() - session.spliced_at
             < self.config.get_float("internal.l7r.short_session")
         ):
-            yield queries.count(self.database, self.host_id, "short_sessions")
+            yield hosts.count(self.database, self.host_id, "short_sessions")
 
     def check_aborts(self) -> defer.Deferred[None]:
-        d = queries.sessions_to_abort(self.database, self.host_id, self.pid)
-        d.addCallback(self._abort_rows)
+        d = rows.sessions_to_abort(self.database, self.host_id, self.pid)
+        d.addCallback(self._abort)
         d.addErrback(lambda f: log.warn("cannot check for session aborts: {error}",
                                         error=f.getErrorMessage()))
         return d
 
     @defer.inlineCallbacks
-    def _abort_rows(self, rows: list[tuple[Any, ...]]) -> Generator[defer.Deferred[Any], Any, None]:
-        for (vm_id,) in rows:
+    def _abort(self, vm_ids: list[int]) -> Generator[defer.Deferred[Any], Any, None]:
+        for vm_id in vm_ids:
             session = self._sessions.get(vm_id)
             if session is not None:
                 log.info("session on VM {vm_id} aborted for another client", vm_id=vm_id)
                 session.abort()
             else:  # a row we no longer back (e.g. a handler that already failed)
-                yield queries.release_session(
-                    self.database, vm_id, self.host_id, self.pid, self.now())
+                yield rows.release_session(
+                    self.database, vm_id, self.host_id, self.pid, epoch())
 
     @defer.inlineCallbacks
     def _forget_dead_holders(self) -> Generator[defer.Deferred[Any], Any, None]:
         """Rows held by L7R processes of this host that no longer run are released."""
-        rows = yield queries.sessions_of_host(self.database, self.host_id)
-        for vm_id, pid in rows:
-            if pid is None or (pid != self.pid and not psutil.pid_exists(pid)):
-                yield self.forget(vm_id, pid)
+        for held in (yield rows.sessions_of_host(self.database, self.host_id)):
+            if held.pid is None or (held.pid != self.pid and not psutil.pid_exists(held.pid)):
+                yield self.forget(held.vm_id, held.pid)
 
     def forget(self, vm_id: int, pid: Optional[int]) -> defer.Deferred[None]:
         log.info("releasing VM {vm_id} held by L7R pid {pid}, which is gone", vm_id=vm_id, pid=pid)
-        return queries.release_session(self.database, vm_id, self.host_id, pid, self.now())
+        return rows.release_session(self.database, vm_id, self.host_id, pid, epoch())

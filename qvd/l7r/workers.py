@@ -23,7 +23,7 @@ from twisted.logger import (ILogObserver, Logger, eventFromJSON, globalLogPublis
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from qvd.lines import LineSplitter
+from qvd.stream.lines import LineSplitter
 
 log = Logger()
 

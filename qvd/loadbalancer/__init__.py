@@ -1,8 +1,8 @@
 """Choosing the host a stopped VM starts on (QVD 4's L7R load balancer).
 
-The choice is a pure function over candidate rows, so the blocking ``qa``
-and the asynchronous L7R share it: each fetches the rows its own way (the
-SQL is ``qvd.db.queries.LB_CANDIDATES``) and calls ``choose_host``.
+The choice is a pure function over candidate hosts, so the blocking ``qa``
+and the asynchronous L7R share it: each fetches them its own way (the SQL is
+``qvd.db.hosts.LB_CANDIDATES``, its rows ``Candidate``s) and calls ``choose_host``.
 
 Unlike QVD 4, hosts whose heartbeat is stale are never candidates, and the
 plugin only ever sees eligible hosts, so no plugin (built-in or custom) can
@@ -27,6 +27,7 @@ from twisted.plugin import getPlugins
 from zope.interface import Attribute, Interface
 
 from qvd.config import Config
+from qvd.db.hosts import Candidate
 
 PLUGIN_KEY = "l7r.loadbalancer.plugin"
 FRESHNESS_KEY = "internal.hkd.cluster.node.timeout"
@@ -34,21 +35,6 @@ FRESHNESS_KEY = "internal.hkd.cluster.node.timeout"
 
 class NoHostAvailable(Exception):
     """No host can take the VM now; the message says why."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One host as the load balancer sees it (a row of ``LB_CANDIDATES``)."""
-
-    host_id: int
-    name: str
-    backend: bool
-    blocked: bool
-    state: str
-    heartbeat_age: Optional[float]  # seconds since ok_ts, by the database clock
-    free_ram: float  # MB, refreshed by the host's heartbeat
-    free_cpu: float  # bogomips-like units, refreshed by the host's heartbeat
-    vms: int  # VMs assigned to the host, any state
 
 
 @dataclass(frozen=True)
@@ -72,15 +58,6 @@ class ILoadBalancer(Interface):
     ) -> int:
         """The id of the host ``vm`` should start on, among eligible ``candidates``
         (never empty); ``rng`` is the only source of randomness to use."""
-
-
-def candidate(row: Sequence) -> Candidate:
-    """A ``Candidate`` from one ``LB_CANDIDATES`` row."""
-    host_id, name, backend, blocked, state, age, ram, cpu, vms = row
-    return Candidate(
-        int(host_id), name, bool(backend), bool(blocked), state,
-        None if age is None else float(age), float(ram or 0), float(cpu or 0), int(vms),
-    )
 
 
 def eligible(candidates: Iterable[Candidate], max_age: float) -> list[Candidate]:

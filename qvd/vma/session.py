@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qvd.http.simplerpc import RPCError
-from qvd.lines import LineSplitter
+from qvd.stream.lines import LineSplitter
 from qvd.vma import nxoptions, spawn
 from qvd.vma.hooks import Hooks
 from qvd.vma.provisioning import Provisioner, SessionAccount

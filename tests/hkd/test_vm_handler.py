@@ -17,8 +17,9 @@ from zope.interface import implementer
 
 from qvd.db.pool import Database
 from qvd.hkd.context import HKDContext
-from qvd.hkd.hypervisor import IHypervisor, IVMInstance, VMSpec
-from qvd.hkd.once import Once
+from qvd.db.runtimes import VMSpec
+from qvd.hkd.hypervisor import IHypervisor, IVMInstance
+from qvd.stream.once import Once
 from qvd.hkd.vm import VMHandler
 from qvd.http.server import QVDHTTPServerFactory
 from qvd.http.simplerpc import RPCError, SimpleRPCHandler

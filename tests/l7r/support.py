@@ -2,8 +2,8 @@
 client that parses the QVD HTTP dialect itself, and the golden transcripts of
 protocols/l7r-http.md.
 
-The in-process L7R is ``L7RService(config, tls=...)`` on a free loopback
-port, after ``load_config`` as ``twistd qvd-l7r`` does it.  The node's host
+The in-process L7R is an ``L7RService`` in its ``NodeDaemon`` on a free loopback
+port, after ``prepare`` as ``twistd qvd-l7r`` does it.  The node's host
 row is made with ``qa`` and its ``host_runtimes.state`` set to ``running``
 with SQL, as the HKD's heartbeat would (no HKD runs here).
 """
@@ -32,7 +32,8 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from qvd.admin.cli import main as qa_main
-from qvd.l7r.service import L7RService, load_config
+from qvd.daemon import NodeDaemon, prepare
+from qvd.l7r.service import L7RService
 from qvd.l7r.tls import L7RContextFactory
 from tests.support.postgres import drop_database, new_database
 
@@ -103,11 +104,13 @@ def make_node(testcase: Any, extra_conf: str = "", register: bool = True) -> Nod
 def start_l7r(testcase: Any, node: Node,
               tls: bool = False) -> Generator[defer.Deferred[Any], Any, Node]:
     """Start the node's L7R (stopped at cleanup); fires with the node once it listens."""
-    config = load_config(node.conf)
-    service = L7RService(config, reactor=reactor,
-                         tls=L7RContextFactory(config) if tls else None)
-    service.startService()
-    testcase.addCleanup(service.stopService)
+    config, host_id = prepare(node.conf, "qvd-l7r")
+    daemon = NodeDaemon(config, host_id, "qvd-l7r", reactor)
+    service = L7RService(daemon, tls=L7RContextFactory(config) if tls else None)
+    service.setServiceParent(daemon)
+    daemon.startService()
+    testcase.addCleanup(daemon.stopService)
+    yield daemon.started()
     yield service.ready
     node.service = service
     return node

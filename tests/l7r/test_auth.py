@@ -12,7 +12,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from qvd.db.pool import Database
-from qvd.db.queries import load_configs
+from qvd.db.configs import load_configs
 from qvd.http.head import Headers
 from qvd.l7r.auth import (
     Auth, AuthError, AuthPlugin, AuthPluginFactory, Authenticator, IAuthPluginFactory,

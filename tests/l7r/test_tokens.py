@@ -13,7 +13,7 @@ from twisted.internet import defer
 
 from qvd.db.pool import Database
 from qvd.l7r.auth import Auth, create_token, token_header_value
-from qvd.l7r.service import load_config
+from qvd.config import Config
 from tests.l7r.support import Reply, connect
 from tests.l7r.test_conformance import L7RTestCase
 
@@ -29,7 +29,7 @@ class TokenTests(L7RTestCase):
     @defer.inlineCallbacks
     def token(self, **limits: Any) -> Generator[Any, Any, str]:
         """A token of alice's as a client would send it, made by ``create_token``."""
-        database = Database(load_config(self.node.conf), "test-tokens")
+        database = Database(Config.load(self.node.conf), "test-tokens")
         yield database.start()
         try:
             _, raw = yield create_token(database, Auth(peer="test", user_id=ALICE), **limits)

@@ -13,13 +13,13 @@ Plugins: see ``interface``; throttling and its keys: see ``throttle``.
 from qvd.l7r.auth.authenticator import Authenticator, ConnectionAuth
 from qvd.l7r.auth.interface import (
     Auth, AuthError, AuthPlugin, AuthPluginFactory, AuthServices, IAuthPlugin,
-    IAuthPluginFactory, PluginError, Throttled, Unauthorized, VMListRow, VMRef,
+    IAuthPluginFactory, PluginError, Throttled, Unauthorized, VMListing, VMRef,
 )
 from qvd.l7r.auth.tokens import create_token, store_auth_params, token_header_value
 
 __all__ = [
     "Auth", "AuthError", "AuthPlugin", "AuthPluginFactory", "AuthServices", "Authenticator",
     "ConnectionAuth", "IAuthPlugin", "IAuthPluginFactory", "PluginError", "Throttled",
-    "Unauthorized", "VMListRow", "VMRef", "create_token", "store_auth_params",
+    "Unauthorized", "VMListing", "VMRef", "create_token", "store_auth_params",
     "token_header_value",
 ]

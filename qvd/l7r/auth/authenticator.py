@@ -26,14 +26,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qvd.config import Config
-from qvd.db import queries
-from qvd.db.pool import Database, default_reactor
+from qvd.db import hosts, users
+from qvd.db.pool import Database
+from qvd.reactor import default_reactor
 from qvd.http.head import Headers
 from qvd.l7r.auth.chain import Chain, Plugins
 from qvd.l7r.auth.credentials import Basic, extra_headers, parse_authorization
 from qvd.l7r.auth.interface import (
     USER_NAME_PARAM, Auth, AuthError, AuthServices, IAuthPluginFactory, PluginError, Throttled,
-    Unauthorized, VMListRow, VMRef,
+    Unauthorized, VMListing, VMRef,
 )
 from qvd.l7r.auth.throttle import Throttle, address_key
 
@@ -91,7 +92,7 @@ class Authenticator:
     @defer.inlineCallbacks
     def list_of_vm(
         self, auth: Auth, is_application: bool
-    ) -> Generator[defer.Deferred[Any], Any, Optional[list[VMListRow]]]:
+    ) -> Generator[defer.Deferred[Any], Any, Optional[list[VMListing]]]:
         """The first plugin's list; None when no plugin has one (the L7R queries its own)."""
         rows = yield self.plugins.chain(auth.tenant_id).first("list_of_vm", auth, is_application)
         return None if rows is None else list(rows)
@@ -125,7 +126,7 @@ class Authenticator:
             log.warn("cannot count an authentication attempt: {error}",
                      error=failure.getErrorMessage())
 
-        return queries.count(self.database, self.host_id, "auth_attempts",
+        return hosts.count(self.database, self.host_id, "auth_attempts",
                              *(("auth_ok",) if ok else ())).addErrback(lost)
 
     def _attempt(self, auth: Auth, authorization: str) -> defer.Deferred[None]:
@@ -146,10 +147,10 @@ class Authenticator:
             raise Unauthorized("no plugin found the login's tenant")
         tenant, login = found
         auth.tenant = yield chain.fold("normalize_tenant", auth, self._fold_case(tenant, None))
-        rows = yield queries.tenant_by_name(self.database, auth.tenant)
-        if not rows:
+        tenant = yield users.tenant_by_name(self.database, auth.tenant)
+        if tenant is None:
             raise Unauthorized(f"no tenant {auth.tenant!r}")
-        auth.tenant_id = usable_tenant(*rows[0], auth.tenant)
+        auth.tenant_id = usable_tenant(tenant.id, tenant.blocked, auth.tenant)
         chain = self.plugins.chain(auth.tenant_id)
         auth.login = yield chain.fold(
             "normalize_login", auth, self._fold_case(login, auth.tenant_id))
@@ -180,10 +181,10 @@ class Authenticator:
                     yield chain.any("authenticate_second_factor", auth, auth.login, second)):
                 raise Unauthorized("wrong second factor")
             yield chain.each("after_authenticate_basic", auth, auth.login)
-            rows = yield queries.user_by_login(self.database, auth.tenant_id, auth.login)
-            if rows:
-                auth.user_id, blocked, _ = rows[0]
-                if blocked:
+            user = yield users.user_by_login(self.database, auth.tenant_id, auth.login)
+            if user is not None:
+                auth.user_id = user.id
+                if user.blocked:
                     raise Unauthorized("user is blocked")
                 return
             log.info("plugin {plugin} accepted {login} but tenant {tenant} has no such user",
@@ -196,13 +197,13 @@ class Authenticator:
             raise Unauthorized("unknown or expired token")
         if auth.user_id is None:
             raise PluginError("a plugin accepted a token without saying whose it is")
-        rows = yield queries.user_with_tenant(self.database, auth.user_id)
-        if not rows:
+        user = yield users.user_with_tenant(self.database, auth.user_id)
+        if user is None:
             raise Unauthorized("the token's user is gone")
-        auth.login, blocked, tenant_id, auth.tenant, tenant_blocked = rows[0]
-        auth.tenant_id = usable_tenant(tenant_id, tenant_blocked, auth.tenant)
+        auth.login, auth.tenant = user.login, user.tenant
+        auth.tenant_id = usable_tenant(user.tenant_id, user.tenant_blocked, auth.tenant)
         auth.params.setdefault(USER_NAME_PARAM, auth.login)
-        if blocked:
+        if user.blocked:
             raise Unauthorized("user is blocked")
 
 

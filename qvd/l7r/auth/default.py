@@ -11,7 +11,7 @@ from typing import Any, Generator, Optional
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from qvd.db import queries
+from qvd.db import tokens, users
 from qvd.l7r.auth.interface import Auth, AuthPlugin, AuthPluginFactory
 from qvd.passwords import SALT_KEY, check_password
 
@@ -45,15 +45,15 @@ class DefaultPlugin(AuthPlugin):
     def authenticate_basic(
         self, auth: Auth, login: str, password: str
     ) -> Generator[defer.Deferred[Any], Any, bool]:
-        rows = yield queries.user_by_login(self.database, auth.tenant_id, login)
-        stored = rows[0][2] if rows else None
+        user = yield users.user_by_login(self.database, auth.tenant_id, login)
+        stored = user.password if user is not None else None
         salt = self.config.get(SALT_KEY)
         return (yield threads.deferToThread(check_password, password, stored, salt))
 
     @defer.inlineCallbacks
     def authenticate_bearer(self, auth: Auth, token: str) -> Generator[defer.Deferred[Any], Any, bool]:
         """A valid ``user_tokens`` row: single-use ones are spent, expired ones deleted."""
-        grant = yield queries.use_token(self.database, token, int(self.clock.seconds()))
+        grant = yield tokens.use_token(self.database, token, int(self.clock.seconds()))
         if grant is None:
             return False
         auth.user_id, auth.vm_id = grant.user_id, grant.vm_id

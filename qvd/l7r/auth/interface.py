@@ -20,6 +20,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from qvd.config import Config
 from qvd.db.pool import Database
+from qvd.db.vms import VMListing
 
 # The param the VMA reads the session account from (set on every login).
 USER_NAME_PARAM = "qvd.vm.user.name"
@@ -73,11 +74,6 @@ class VMRef(Protocol):
     user_id: int
 
 
-# One row of a VM list: (id, name, vm state, blocked, is_application), as the
-# L7R's own query returns it.
-VMListRow = tuple[int, str, str, bool, bool]
-
-
 @dataclass(frozen=True)
 class AuthServices:
     """What a plugin may use: live configuration, QVD-DB and the clock."""
@@ -117,7 +113,7 @@ class IAuthPlugin(Interface):
     def before_list_of_vms(auth: Auth) -> None:
         """Called on every plugin before list_of_vm, authenticate_user and create_auth_token."""
 
-    def list_of_vm(auth: Auth, is_application: bool) -> Optional[Sequence[VMListRow]]:
+    def list_of_vm(auth: Auth, is_application: bool) -> Optional[Sequence[VMListing]]:
         """The user's VMs; None means "not mine to say" (the next plugin, then the L7R, decides)."""
 
     def allow_access_to_vm(auth: Auth, vm: VMRef) -> bool:
@@ -175,7 +171,7 @@ class AuthPlugin:
     def before_list_of_vms(self, auth: Auth) -> None:
         return None
 
-    def list_of_vm(self, auth: Auth, is_application: bool) -> Optional[Sequence[VMListRow]]:
+    def list_of_vm(self, auth: Auth, is_application: bool) -> Optional[Sequence[VMListing]]:
         return None
 
     def allow_access_to_vm(self, auth: Auth, vm: VMRef) -> bool:

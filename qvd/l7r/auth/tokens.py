@@ -17,8 +17,9 @@ from typing import Any, Generator, Optional
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from qvd.db import queries
-from qvd.db.pool import Database, default_reactor
+from qvd.db import tokens
+from qvd.db.pool import Database
+from qvd.reactor import default_reactor
 from qvd.l7r.auth.interface import Auth
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
@@ -38,8 +39,7 @@ def token_header_value(raw: str) -> str:
 @defer.inlineCallbacks
 def store_auth_params(database: Database, auth: Auth) -> Generator[defer.Deferred[Any], Any, int]:
     """A ``user_auth_parameters`` row holding ``auth.params``; its id."""
-    rows = yield queries.insert_auth_params(database, json.dumps(auth.params))
-    return rows[0][0]
+    return (yield tokens.insert_auth_params(database, json.dumps(auth.params)))
 
 
 @defer.inlineCallbacks
@@ -67,7 +67,7 @@ def create_token(
         if vm_id is not None and vm_id != auth.vm_id:
             raise ValueError(f"a token for VM {auth.vm_id} cannot give one for VM {vm_id}")
         vm_id = auth.vm_id
-    params_id = yield queries.insert_token(
+    params_id = yield tokens.insert_token(
         database, token, auth.user_id, vm_id, expiration, multi_use and auth.token_multi_use,
         json.dumps(auth.params))
     return params_id, token

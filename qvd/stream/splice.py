@@ -20,7 +20,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from qvd.http.sockets import tune
+from qvd.stream.sockets import tune
 
 
 @implementer(interfaces.IHalfCloseableProtocol, interfaces.IPushProducer)

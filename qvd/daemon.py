@@ -1,0 +1,161 @@
+"""The start-up the node's daemons share: ``twistd qvd-l7r``, ``qvd-hkd`` and ``qvd-node``.
+
+Before the reactor runs, ``prepare`` reads node.conf and the ``configs`` tables,
+checks the schema and finds this node's host row, on a blocking connection, so
+that a node that cannot run stops ``twistd`` with one clear line.  Then one
+``NodeDaemon`` holds what its services share (as Buildbot's master gives its
+whole service tree one db connector): the configuration, one QVD-DB pool, one
+LISTEN connection and the watcher that reloads the configuration.  It starts its
+services once those are up, stops them one after the other, last first (in
+``qvd-node``: the L7R's sessions are released before the HKD stops the VMs), and
+closes the database after them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generator, Optional
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from qvd.config import Config, ConfigError
+from qvd.configwatch import ConfigWatcher
+from qvd.db import SCHEMA_VERSION, SCHEMA_VERSIONS, DatabaseError, connect_sync
+from qvd.db.configs import apply_configs_now
+from qvd.db.hosts import HOST_ID
+from qvd.db.listener import Listener
+from qvd.db.pool import Database
+from qvd.reactor import default_reactor
+
+log = Logger()
+
+
+class StartError(Exception):
+    """The daemon cannot run on this database or configuration; the message says why."""
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", None, "node.conf to read (default $QVD_CONFIG or /etc/qvd/node.conf)"],
+    ]
+
+
+KINDS = {"qvd-hkd": "HKD", "qvd-l7r": "L7R", "qvd-node": "node"}
+
+
+def prepare(config_path: Optional[str], name: str) -> tuple[Config, int]:
+    """node.conf with the ``configs`` tables laid over it, and this node's ``hosts.id``.
+
+    Blocking, so only before the reactor runs; fails with ``ConfigError``,
+    ``DatabaseError`` or ``StartError``.
+    """
+    config = Config.load(config_path)
+    nodename = config.get("nodename")
+    conn = connect_sync(config, name)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(SCHEMA_VERSIONS)
+            found = [row[0] for row in cur.fetchall()]
+            if found != [SCHEMA_VERSION]:
+                raise StartError(f"QVD-DB schema version is {', '.join(found) or 'none'},"
+                                 f" this {KINDS.get(name, name)} needs {SCHEMA_VERSION}")
+            cur.execute(HOST_ID, (nodename,))
+            rows = cur.fetchall()
+        apply_configs_now(conn, config)
+    finally:
+        conn.close()
+    if not rows:
+        raise StartError(f"no host named {nodename!r} (nodename) in QVD-DB:"
+                         f" create it with 'qa host new name={nodename},address=<its IP>'")
+    return config, rows[0][0]
+
+
+def cannot_start(name: str, error: Exception) -> SystemExit:
+    """What ``makeService`` raises for a known start-up failure: one line, no traceback."""
+    return SystemExit(f"{name} cannot start: {error}")
+
+
+STARTUP_ERRORS = (ConfigError, DatabaseError, StartError)
+
+
+class NodeDaemon(MultiService):
+    """One daemon process of a node: the shared resources, then its services."""
+
+    def __init__(self, config: Config, host_id: int, name: str, reactor: Any = None):
+        super().__init__()
+        self.setName(name)
+        self.config = config
+        self.host_id = host_id
+        self.reactor = reactor or default_reactor()
+        self.database: Optional[Database] = None
+        self.listener: Optional[Listener] = None
+        self._watcher: Optional[ConfigWatcher] = None
+        self._outcome: Optional[Failure] = None  # the start's failure, once it failed
+        self._opened = False
+        self._waiters: list[defer.Deferred[None]] = []
+
+    def started(self) -> defer.Deferred[None]:
+        """Fires once the shared resources are up and the services started (or fails with
+        why the daemon could not start); a new Deferred for every caller."""
+        if self._outcome is not None:
+            return defer.fail(self._outcome)
+        if self._opened:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._open().addCallbacks(self._start_services, self._failed)
+
+    @defer.inlineCallbacks
+    def _open(self) -> Generator[defer.Deferred[Any], Any, None]:
+        self.database = Database(self.config, self.name, reactor=self.reactor)
+        yield self.database.start()
+        self.listener = Listener(self.config, f"{self.name}-listener", reactor=self.reactor)
+        yield self.listener.start()
+        self._watcher = ConfigWatcher(self.config, self.database, self.listener,
+                                      clock=self.reactor)
+        loaded = self._watcher.reloaded()
+        self._watcher.startService()
+        yield loaded
+
+    def _start_services(self, _: None) -> None:
+        self._opened = True
+        for service in self:
+            service.startService()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _failed(self, failure: Failure) -> None:
+        known = failure.check(*STARTUP_ERRORS)
+        log.critical("{name} cannot start: {why}", name=self.name,
+                     why=failure.getErrorMessage() if known else repr(failure.value))
+        if not known:
+            log.failure("start-up failed", failure)
+        self._outcome = failure
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Generator[defer.Deferred[Any], Any, None]:
+        """Services one after the other, last first; then what they shared."""
+        Service.stopService(self)
+        if self._opened:
+            for service in reversed(list(self)):
+                if service.running:
+                    yield service.stopService()
+        if self._watcher is not None and self._watcher.running:
+            yield self._watcher.stopService()
+        if self.listener is not None:
+            yield self.listener.stop()
+        if self.database is not None:
+            yield self.database.close()
