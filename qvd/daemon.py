@@ -29,6 +29,7 @@ from qvd.db.hosts import HOST_ID
 from qvd.db.listener import Listener
 from qvd.db.pool import Database
 from qvd.reactor import default_reactor
+from qvd.stream.once import Once
 
 log = Logger()
 
@@ -93,20 +94,13 @@ class NodeDaemon(MultiService):
         self.database: Optional[Database] = None
         self.listener: Optional[Listener] = None
         self._watcher: Optional[ConfigWatcher] = None
-        self._outcome: Optional[Failure] = None  # the start's failure, once it failed
         self._opened = False
-        self._waiters: list[defer.Deferred[None]] = []
+        self._started = Once()
 
     def started(self) -> defer.Deferred[None]:
         """Fires once the shared resources are up and the services started (or fails with
         why the daemon could not start); a new Deferred for every caller."""
-        if self._outcome is not None:
-            return defer.fail(self._outcome)
-        if self._opened:
-            return defer.succeed(None)
-        waiter: defer.Deferred[None] = defer.Deferred()
-        self._waiters.append(waiter)
-        return waiter
+        return self._started.wait()
 
     def startService(self) -> None:
         Service.startService(self)
@@ -128,9 +122,7 @@ class NodeDaemon(MultiService):
         self._opened = True
         for service in self:
             service.startService()
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._started.fire()
 
     def _failed(self, failure: Failure) -> None:
         known = failure.check(*STARTUP_ERRORS)
@@ -138,10 +130,7 @@ class NodeDaemon(MultiService):
                      why=failure.getErrorMessage() if known else repr(failure.value))
         if not known:
             log.failure("start-up failed", failure)
-        self._outcome = failure
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
+        self._started.fire(failure)
         if self.reactor.running:
             self.reactor.stop()
 

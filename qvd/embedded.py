@@ -9,9 +9,7 @@ OSF, a DI and a VM).  Running it again keeps everything already there.
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
-import ipaddress
 import os
 import pwd
 import re
@@ -23,13 +21,10 @@ import sys
 import tarfile
 from typing import Optional, Sequence
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from qvd.admin.command import parse_command
 from qvd.admin.ops import Admin, AdminError
+from qvd.certificates import write_self_signed
 from qvd.config import Config, ConfigError, load_file
 from qvd.db import DatabaseError, connect_sync
 from qvd.db.configs import apply_configs_now
@@ -134,25 +129,7 @@ def ensure_certificate(key_path: str, cert_path: str, nodename: str) -> bool:
     """A self-signed L7R certificate for this machine, if none is there; True if made."""
     if os.path.exists(key_path) and os.path.exists(cert_path):
         return False
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, nodename)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    names = [x509.DNSName(nodename), x509.DNSName("localhost"),
-             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=825))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .sign(key, hashes.SHA256()))
-    os.makedirs(os.path.dirname(key_path), mode=0o700, exist_ok=True)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    with open(cert_path, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    write_self_signed(key_path, cert_path, [nodename, "localhost", "127.0.0.1"], days=825)
     return True
 
 

@@ -19,9 +19,9 @@ import pytest
 from qvd.db.deploy import main
 from qvd.pgcluster import free_port
 from tests import test_schema_catalogue as catalogue
+from tests.support.paths import ROOT
 from tests.support.postgres import TestDatabase as Database, drop_database, new_database
 
-ROOT = Path(__file__).resolve().parent.parent
 INITIAL_TENANTS = [(-1, "-"), (0, "*"), (1, "default")]
 
 
@@ -116,17 +116,24 @@ def test_force_wipes_and_recreates_a_fresh_schema(
     catalogue.test_sequences_start_at_10000_or_after_initial_rows(empty)
 
 
-def test_wrong_password_is_one_clear_line(
-        empty: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def run_with(empty: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+             key: str, value: str) -> tuple[int, str, str]:
+    """qvd-deploy-db on the test database's node.conf with ``key`` set to ``value``:
+    (status, stdout, stderr)."""
     text = "".join(
-        "database.password = not-the-password\n" if line.startswith("database.password") else line
+        f"{key} = {value}\n" if line.startswith(key) else line
         for line in empty.conf_text().splitlines(keepends=True)
     )
     conf = tmp_path / "node.conf"
     conf.write_text(text)
-
     status = main(["-c", str(conf)])
     out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_wrong_password_is_one_clear_line(
+        empty: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run_with(empty, tmp_path, capsys, "database.password", "not-the-password")
 
     assert (status, out) == (1, "")
     line = one_error_line(err)
@@ -137,15 +144,7 @@ def test_wrong_password_is_one_clear_line(
 def test_unreachable_server_is_one_clear_line(
         empty: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()  # nothing listens there
-    text = "".join(
-        f"database.port = {port}\n" if line.startswith("database.port") else line
-        for line in empty.conf_text().splitlines(keepends=True)
-    )
-    conf = tmp_path / "node.conf"
-    conf.write_text(text)
-
-    status = main(["-c", str(conf)])
-    out, err = capsys.readouterr()
+    status, out, err = run_with(empty, tmp_path, capsys, "database.port", str(port))
 
     assert (status, out) == (1, "")
     line = one_error_line(err)

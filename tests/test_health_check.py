@@ -19,8 +19,9 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from qvd.pgcluster import free_port
-from tests.hkd.support import poll
-from tests.l7r.support import get, make_node, start_l7r
+from tests.support.waiting import poll_blocking
+from tests.support.l7r import make_node, start_l7r
+from tests.support.rawclient import get
 
 WAIT = 15.0  # seconds haproxy may take to see a change (checks run every 200 ms)
 
@@ -99,7 +100,7 @@ class HealthCheckTests(unittest.TestCase):
 
     def seen(self, status: str, code: str) -> defer.Deferred[Any]:
         """Fires once haproxy reports ``status`` after a check answered ``code``."""
-        return poll(self.haproxy.server, lambda s: s == (status, code), WAIT,
+        return poll_blocking(self.haproxy.server, lambda s: s == (status, code), WAIT,
                     f"haproxy's view of the L7R, waiting for {status} ({code})")
 
     @defer.inlineCallbacks

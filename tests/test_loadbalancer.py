@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
-import textwrap
 
-import twisted.plugins
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
@@ -15,6 +12,7 @@ from qvd.config import Config
 from qvd.db.hosts import LB_CANDIDATES, Candidate, candidates
 from qvd.loadbalancer import NoHostAvailable, VMInfo, choose_host, eligible
 from tests.support.postgres import drop_database, new_database
+from tests.support.plugins import install_plugin
 
 VM = VMInfo(10000, "desk", 10000, 10000, "default")
 FRESH = 600.0
@@ -157,12 +155,7 @@ CUSTOM_PLUGIN = """
 class CustomPluginTests(unittest.TestCase):
     def test_a_plugin_installed_beside_ours_is_found_by_name(self):
         """As the manual promises: drop a plugin in, name it in l7r.loadbalancer.plugin."""
-        directory = os.path.join(os.path.abspath(self.mktemp()), "twisted", "plugins")
-        os.makedirs(directory)
-        with open(os.path.join(directory, "qvd_test_preferred_lb.py"), "w") as f:
-            f.write(textwrap.dedent(CUSTOM_PLUGIN))
-        twisted.plugins.__path__.append(directory)
-        self.addCleanup(twisted.plugins.__path__.remove, directory)
+        install_plugin(self, "qvd_test_preferred_lb", CUSTOM_PLUGIN)
         hosts = [Candidate(1, "slow", True, False, "running", 1.0, 9e4, 9e4, 0),
                  Candidate(2, "fast-1", True, False, "running", 1.0, 1.0, 1.0, 5),
                  Candidate(3, "fast-2", True, True, "running", 1.0, 1.0, 1.0, 0)]

@@ -10,8 +10,8 @@ import tempfile
 from twisted.trial import unittest
 
 from tests.support.postgres import drop_database, new_database
+from tests.support.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIST_PLUGINS = (
     "from twisted.plugin import getPlugins\n"
     "from twisted.application.service import IServiceMaker\n"

@@ -297,18 +297,14 @@ class QVDHTTPServerProtocol(HandoverProtocol):
         self.hang_up()
 
 
+@dataclass
 class QVDHTTPServerFactory(Factory):
-    def __init__(
-        self,
-        handler: IRequestHandler,
-        clock: interfaces.IReactorTime,
-        limits: Limits = Limits(),
-        timeouts: Timeouts = Timeouts(),
-    ):
-        self.handler = handler
-        self.clock = clock
-        self.limits = limits
-        self.timeouts = timeouts
+    """Every connection gets a protocol for ``handler`` with these bounds."""
+
+    handler: IRequestHandler
+    clock: interfaces.IReactorTime
+    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
 
     def buildProtocol(self, addr) -> QVDHTTPServerProtocol:
         protocol = QVDHTTPServerProtocol(self.handler, self.clock, self.limits, self.timeouts)

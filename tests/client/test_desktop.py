@@ -9,10 +9,12 @@ import subprocess
 
 from twisted.internet.defer import inlineCallbacks
 
-from tests.client.support import ARTIFACTS, NodeTestCase, screenshot, start_xvfb, window
-from tests.hkd.support import poll
+from tests.support.node import NodeTestCase
+from tests.support.paths import ARTIFACTS
+from tests.support.x11 import screenshot, start_xvfb, window
+from tests.support.waiting import poll_blocking
 from tests.support import waiting
-from tests.vma.support import start_nxproxy
+from tests.support.x11 import start_nxproxy
 
 
 class DesktopTests(NodeTestCase):
@@ -20,7 +22,7 @@ class DesktopTests(NodeTestCase):
     def see_xclock(self, display: str, *clients):
         """The VM's xclock as a window of ``display``, or a failure telling why not."""
         try:
-            return (yield poll(lambda: window(display, "xclock"), bool, 60, "xclock window"))
+            return (yield poll_blocking(lambda: window(display, "xclock"), bool, 60, "xclock window"))
         except AssertionError as e:
             raise AssertionError(f"{e}{self.explain(*clients)}") from None
 
@@ -37,7 +39,7 @@ class DesktopTests(NodeTestCase):
     def shown(self, display: str, client):
         """The xclock window's region, or True if the client exited first."""
         try:
-            return (yield poll(lambda: client.ended.called or window(display, "xclock"),
+            return (yield poll_blocking(lambda: client.ended.called or window(display, "xclock"),
                                bool, 60, "xclock window"))
         except AssertionError as e:
             raise AssertionError(f"{e}{self.explain(client)}") from None
@@ -57,11 +59,11 @@ class DesktopTests(NodeTestCase):
         first.transport.signalProcess("TERM")
         self.assertEqual((yield first.ended), 0, first.stderr)
         self.assertIn("session stays suspended", first.stderr)
-        yield poll(lambda: self.runtime()["user_state"], lambda s: s == "disconnected", 20,
+        yield poll_blocking(lambda: self.runtime()["user_state"], lambda s: s == "disconnected", 20,
                    "user_state")
         # nxagent goes suspending -> suspended once it notices its link is gone
         yield waiting.poll(self.x_state, lambda s: s == "suspended", 20, "x_state")
-        yield poll(lambda: window(display, "xclock"), lambda w: w is None, 20, "window gone")
+        yield poll_blocking(lambda: window(display, "xclock"), lambda w: w is None, 20, "window gone")
 
         yield self.desktop(display, "-o")
         self.assertEqual(self.session_pids(), [xclock])
@@ -123,7 +125,7 @@ class DesktopTests(NodeTestCase):
         yield self.start_node()
         display = yield start_xvfb(self)
         client = self.client("--listen", "0", "-g", "640x480", "--keyboard", "pc105/de")
-        line = yield poll(lambda: re.search(r"served on 127.0.0.1:(\d+)", client.stderr), bool,
+        line = yield poll_blocking(lambda: re.search(r"served on 127.0.0.1:(\d+)", client.stderr), bool,
                           40, "listening port")
         start_nxproxy(self, display, int(line.group(1)) - 4000)
         yield self.see_xclock(display, client)

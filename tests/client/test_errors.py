@@ -11,7 +11,7 @@ import os
 from twisted.internet.defer import inlineCallbacks
 
 from qvd.embedded import ensure_certificate
-from tests.client.support import NodeTestCase
+from tests.support.node import NodeTestCase
 
 
 class ErrorTests(NodeTestCase):

@@ -24,7 +24,7 @@ from zope.interface import implementer
 from qvd.http.server import (
     IRequestHandler, QVDHTTPServerFactory, Request, Response, SwitchProtocols,
 )
-from tests.client.support import spawn_client
+from tests.support.node import spawn_client
 
 VMS = [{"id": 7, "name": "seven", "state": "running", "blocked": 0, "is_application": 0}]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from twisted.internet.defer import gatherResults, inlineCallbacks
 
-from tests.client.support import ClientProcess, NodeTestCase
-from tests.hkd.support import poll
+from tests.support.node import ClientProcess, NodeTestCase
+from tests.support.waiting import poll_blocking
 
 LOST = "The connection to the server was lost"
 SESSIONS = 3
@@ -24,7 +24,7 @@ class NodeGoneTests(NodeTestCase):
         clients = [self.client("--pipe", "--vm", name)
                    for name in ["desk"] + [f"desk{n}" for n in range(1, SESSIONS)]]
         try:
-            yield poll(self.rows, lambda rows: rows == [("running", "connected")] * SESSIONS,
+            yield poll_blocking(self.rows, lambda rows: rows == [("running", "connected")] * SESSIONS,
                        60, "every session connected")
         except AssertionError as e:
             raise AssertionError(f"{e}{self.explain(*clients)}") from None

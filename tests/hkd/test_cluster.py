@@ -7,7 +7,7 @@ import signal
 
 from twisted.internet.defer import inlineCallbacks
 
-from tests.hkd.support import HKDTestCase, pid_gone
+from tests.support.hkd import HKDTestCase, pid_gone
 
 
 class ClusterTests(HKDTestCase):

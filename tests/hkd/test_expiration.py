@@ -7,7 +7,7 @@ import stat
 
 from twisted.internet.defer import inlineCallbacks
 
-from tests.hkd.support import HKDTestCase
+from tests.support.hkd import HKDTestCase
 
 HOOK = '#!/bin/sh\nprintf "%s\\n" "$@" > "{out}"\n'
 

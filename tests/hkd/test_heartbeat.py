@@ -8,7 +8,7 @@ from twisted.internet.defer import inlineCallbacks
 from qvd.db.pool import Database
 from qvd.hkd.agents import Heartbeat
 from qvd.hkd.context import HKDContext
-from tests.hkd.support import HKDTestCase
+from tests.support.hkd import HKDTestCase
 
 
 class NoBackend:

@@ -7,7 +7,7 @@ import signal
 
 from twisted.internet.defer import inlineCallbacks
 
-from tests.hkd.support import HKDTestCase, pid_gone
+from tests.support.hkd import HKDTestCase, pid_gone
 from tests.support.postgres import cluster
 
 PORT_COLUMNS = ("host_id", "vm_address", "vm_vma_port", "vm_x_port", "vm_pid", "vm_cmd")

@@ -14,7 +14,7 @@ import subprocess
 from twisted.internet import threads
 from twisted.internet.defer import inlineCallbacks
 
-from tests.hkd.support import HKDTestCase
+from tests.support.hkd import HKDTestCase
 from tests.support.postgres import cluster
 
 IP = shutil.which("ip")

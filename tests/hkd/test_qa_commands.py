@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import select
 
-from tests.hkd.support import HKDTestCase
+from tests.support.hkd import HKDTestCase
 
 
 class QaCommandTests(HKDTestCase):

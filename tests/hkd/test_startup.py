@@ -9,7 +9,8 @@ import sys
 from twisted.internet import threads
 from twisted.internet.defer import inlineCallbacks
 
-from tests.hkd.support import ROOT, TWISTD, HKDTestCase
+from tests.support.hkd import HKDTestCase
+from tests.support.paths import ROOT, TWISTD
 
 
 class StartupTests(HKDTestCase):

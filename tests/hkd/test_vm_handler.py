@@ -23,7 +23,7 @@ from qvd.stream.once import Once
 from qvd.hkd.vm import VMHandler
 from qvd.http.server import QVDHTTPServerFactory
 from qvd.http.simplerpc import RPCError, SimpleRPCHandler
-from tests.hkd.support import HKDTestCase
+from tests.support.hkd import HKDTestCase
 
 FAKE_TIMERS = """\
 internal.hkd.fake.timeout.on_state.stopping.shutdown.waiting_for_fake = 0.5

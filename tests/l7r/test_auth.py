@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import base64
-import os
-import textwrap
 from typing import TYPE_CHECKING, Any, Generator, Iterable, Optional
 
-import twisted.plugins
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
@@ -21,6 +18,7 @@ from qvd.l7r.auth import (
 from qvd.l7r.auth.default import default
 from qvd.passwords import qvd_hash
 from tests.support.postgres import drop_database, new_database
+from tests.support.plugins import install_plugin
 
 if TYPE_CHECKING:  # not imported at run time: pytest would try to collect it
     from tests.support.postgres import TestDatabase
@@ -566,12 +564,7 @@ CUSTOM_PLUGIN = """
 class DiscoveryTests(AuthTestCase):
     @defer.inlineCallbacks
     def test_a_plugin_installed_beside_ours_is_found_by_name(self) -> Generator[Any, Any, None]:
-        directory = os.path.join(os.path.abspath(self.mktemp()), "twisted", "plugins")
-        os.makedirs(directory)
-        with open(os.path.join(directory, "qvd_test_ticket_auth.py"), "w") as f:
-            f.write(textwrap.dedent(CUSTOM_PLUGIN))
-        twisted.plugins.__path__.append(directory)
-        self.addCleanup(twisted.plugins.__path__.remove, directory)
+        install_plugin(self, "qvd_test_ticket_auth", CUSTOM_PLUGIN)
         self.set_config(-1, "auth.ticket.value", "golden")
         authenticator = yield self.authenticator("l7r.auth.plugins = TICKET\n")
         auth = yield authenticator.for_connection(PEER).authenticate(basic("alice@acme", "golden"))

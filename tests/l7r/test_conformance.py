@@ -9,10 +9,12 @@ from typing import Any, Generator
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.l7r.support import Node, apply_fixture, get, make_node, replay, start_l7r, transcripts
+from tests.support.l7r import Node, apply_fixture, make_node, replay, start_l7r
+from tests.support.rawclient import get
+from tests.support.transcripts import transcripts
 from tests.support.postgres import cluster
 
-TRANSCRIPTS = transcripts()
+TRANSCRIPTS = transcripts("l7r-http.md")
 
 
 class L7RTestCase(unittest.TestCase):

@@ -11,8 +11,9 @@ from typing import Any, Generator
 
 from twisted.internet import defer
 
-from tests.client.support import NodeTestCase, start_xvfb, window
-from tests.hkd.support import poll
+from tests.support.node import NodeTestCase
+from tests.support.x11 import start_xvfb, window
+from tests.support.waiting import poll_blocking
 from tests.support.postgres import cluster
 
 
@@ -31,7 +32,7 @@ class DatabaseRestartTests(NodeTestCase):
         yield self.start_node()
         display = yield start_xvfb(self)
         client = self.client("-o", display=display)
-        yield poll(lambda: client.ended.called or window(display, "xclock"), bool, 60,
+        yield poll_blocking(lambda: client.ended.called or window(display, "xclock"), bool, 60,
                    "xclock window")
         self.assertFalse(client.ended.called, self.explain(client))
         [xclock] = self.session_pids()
@@ -48,5 +49,5 @@ class DatabaseRestartTests(NodeTestCase):
 
         client.transport.signalProcess("KILL")
         yield client.ended
-        yield poll(lambda: self.runtime()["user_state"], lambda s: s == "disconnected", 30,
+        yield poll_blocking(lambda: self.runtime()["user_state"], lambda s: s == "disconnected", 30,
                    "session released in the database after the restart")

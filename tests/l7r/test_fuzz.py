@@ -26,7 +26,8 @@ from zope.interface import implementer
 
 from qvd.http.head import Limits
 from qvd.http.server import IRequestHandler, QVDHTTPServerProtocol, Request, Response, Timeouts
-from tests.l7r.support import WAIT, Reply, make_node, parse_responses, start_l7r
+from tests.support.l7r import make_node, start_l7r
+from tests.support.rawclient import Reply, WAIT, parse_responses
 
 CLOSING = {400, 408, 431, 505}
 LEAKS = (b"Traceback", b"Exception", b'File "', b"Error:")

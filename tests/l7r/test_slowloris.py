@@ -13,11 +13,9 @@ import psutil
 from twisted.internet import defer, task, threads
 from twisted.trial import unittest
 
-from tests.hkd.support import poll
-from tests.l7r.support import (
-    ALIVE_BODY, Node, RawClient, connect, get, make_node, self_signed, start_l7r, tls_conf,
-    tls_get,
-)
+from tests.support.waiting import poll_blocking
+from tests.support.l7r import ALIVE_BODY, Node, make_node, self_signed, start_l7r, tls_conf, tls_get
+from tests.support.rawclient import RawClient, connect, get
 
 FIRST = HEAD = 2.0  # seconds: long enough to open every idle connection before any expires
 CLOSE = 1.0
@@ -93,7 +91,7 @@ class SlowlorisTests(unittest.TestCase):
         clients = yield threads.deferToThread(half_heads)
         self.addCleanup(lambda: [client.close() for client in clients])
         self.assertEqual(server_sockets(node.port), EACH)
-        yield poll(lambda: server_sockets(node.port), lambda n: n == 0, HEAD + CLOSE + 10,
+        yield poll_blocking(lambda: server_sockets(node.port), lambda n: n == 0, HEAD + CLOSE + 10,
                    "the L7R dropping its end of every silent client")
         reply = yield threads.deferToThread(tls_get, node.port, cert)
         self.assertEqual((reply.status, reply.body), (200, ALIVE_BODY))

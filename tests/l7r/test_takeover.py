@@ -16,7 +16,7 @@ from typing import Any, Generator
 
 from twisted.internet import defer
 
-from tests.l7r.support import connect
+from tests.support.rawclient import connect
 from tests.l7r.test_conformance import L7RTestCase
 
 CONNECT = (b"GET /qvd/connect_to_vm?id=10000 HTTP/1.1\n"

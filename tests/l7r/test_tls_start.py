@@ -15,9 +15,11 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from tests.l7r.support import ALIVE_BODY, ROOT, WAIT, make_node, self_signed, tls_conf, tls_get
+from tests.support.l7r import ALIVE_BODY, make_node, self_signed, tls_conf, tls_get
+from tests.support.paths import ROOT
+from tests.support.rawclient import WAIT
+from tests.support.paths import TWISTD
 
-TWISTD = "from twisted.scripts.twistd import run; run()"
 LISTENING = re.compile(rb"L7R listening on 127\.0\.0\.1:(\d+) \(TLS\)")
 
 

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from qvd.db.pool import Database
 from qvd.l7r.auth import Auth, create_token, token_header_value
 from qvd.config import Config
-from tests.l7r.support import Reply, connect
+from tests.support.rawclient import Reply, connect
 from tests.l7r.test_conformance import L7RTestCase
 
 ALICE = 10000

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.task import deferLater
 
 
 @inlineCallbacks
-def poll(check: Callable[[], Any], until: Callable[[Any], bool], timeout: float,
+def poll(check: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 30.0,
          what: str = "condition", interval: float = 0.2) -> Deferred:
     """``check()`` (a value or a Deferred) every ``interval`` s until ``until`` holds."""
     deadline = reactor.seconds() + timeout
@@ -25,3 +25,9 @@ def poll(check: Callable[[], Any], until: Callable[[Any], bool], timeout: float,
         if reactor.seconds() > deadline:
             raise AssertionError(f"{what}: still {value!r} after {timeout} s")
         yield deferLater(reactor, interval, lambda: None)
+
+
+def poll_blocking(check: Callable[[], Any], until: Callable[[Any], bool],
+                  timeout: float = 30.0, what: str = "condition") -> Deferred:
+    """``poll`` for a ``check`` that blocks (a query, ``psutil``): run in a thread."""
+    return poll(lambda: threads.deferToThread(check), until, timeout, what)

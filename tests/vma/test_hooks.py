@@ -11,7 +11,9 @@ from twisted.trial import unittest
 
 from qvd.http.simplerpc import RPCError
 from qvd.vma.hooks import Hooks
-from tests.vma.support import hook_argv, make_settings, poll, scratch_dir, start_vma, write_hook
+from tests.support.paths import scratch_dir
+from tests.support.vma import hook_argv, make_settings, start_vma, write_hook
+from tests.support.waiting import poll
 
 
 class HookTests(unittest.TestCase):

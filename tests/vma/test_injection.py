@@ -11,7 +11,8 @@ from twisted.trial import unittest
 
 from qvd.http.simplerpc import RPCError
 from qvd.vma import nxoptions
-from tests.vma.support import hook_argv, make_settings, scratch_dir, start_vma, write_hook
+from tests.support.paths import scratch_dir
+from tests.support.vma import hook_argv, make_settings, start_vma, write_hook
 
 # every qvd.client.* parameter that reaches nxagent's options file
 OPTION_PARAMS = [key for _, key in nxoptions.CLIENT_OPTIONS] + [

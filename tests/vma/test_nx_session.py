@@ -17,18 +17,11 @@ from twisted.internet.utils import getProcessOutput
 from twisted.trial import unittest
 
 from qvd.http.simplerpc import RPCError
-from tests.hkd.support import pid_gone
-from tests.vma.support import (
-    SESSION_ACCOUNT,
-    hook_argv,
-    make_settings,
-    poll,
-    scratch_dir,
-    start_nxproxy,
-    start_vma,
-    start_xvfb,
-    write_hook,
-)
+from tests.support.hkd import pid_gone
+from tests.support.paths import scratch_dir
+from tests.support.vma import SESSION_ACCOUNT, hook_argv, make_settings, start_vma, write_hook
+from tests.support.waiting import poll
+from tests.support.x11 import start_nxproxy, start_xvfb
 
 ACTIONS = ("pre-connect", "connect", "suspend", "stop")
 STATES = ("connected", "suspended", "disconnected")

@@ -19,7 +19,9 @@ from twisted.trial import unittest
 
 from qvd.vma.hooks import HookFailed, Hooks
 from qvd.vma.provisioning import Provisioner, ProvisioningError
-from tests.vma.support import hook_argv, make_settings, poll, scratch_dir, start_vma, write_hook
+from tests.support.paths import scratch_dir
+from tests.support.vma import hook_argv, make_settings, start_vma, write_hook
+from tests.support.waiting import poll
 
 ROOT = os.geteuid() == 0
 

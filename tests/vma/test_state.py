@@ -15,7 +15,9 @@ from twisted.trial import unittest
 from qvd.vma import state
 from qvd.vma.hooks import Hooks
 from qvd.vma.session import XSession
-from tests.vma.support import Child, make_settings, scratch_dir
+from tests.support.paths import scratch_dir
+from tests.support.processes import Child
+from tests.support.vma import make_settings
 
 EXPECTED = {
     "initiating": "starting",

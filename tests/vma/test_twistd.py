@@ -12,7 +12,10 @@ from twisted.trial import unittest
 
 from qvd.http.simplerpc import SimpleRPCClient
 from qvd.pgcluster import free_port
-from tests.vma.support import ROOT, Child, free_display, poll, scratch_dir
+from tests.support.paths import ROOT, scratch_dir
+from tests.support.processes import Child
+from tests.support.vma import free_display
+from tests.support.waiting import poll
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 

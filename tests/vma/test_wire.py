@@ -10,9 +10,11 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 
-from tests.vma.support import make_settings, scratch_dir, start_vma, transcripts
+from tests.support.paths import scratch_dir
+from tests.support.transcripts import transcripts
+from tests.support.vma import make_settings, start_vma
 
-TRANSCRIPTS = transcripts()
+TRANSCRIPTS = transcripts("simplerpc.md")
 
 
 class Replay(Protocol):
@@ -45,7 +47,8 @@ class TranscriptTests(unittest.TestCase):
 
     @inlineCallbacks
     def replay(self, name: str):
-        sent, expected, closes = TRANSCRIPTS[name]
+        transcript = TRANSCRIPTS[name]
+        (sent, expected), closes = transcript.whole(), transcript.closes
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.service.port.getHost().port)
         peer = Replay(sent, len(expected), closes)
         yield connectProtocol(endpoint, peer)

@@ -18,11 +18,10 @@ from twisted.trial import unittest
 from qvd.l7r.workers import WorkerPool
 from qvd.passwords import qvd_hash
 from qvd.pgcluster import free_port
-from tests.hkd.support import poll
+from tests.support.waiting import poll_blocking
 from tests.support.postgres import drop_database, new_database
+from tests.support.paths import ROOT, TWISTD
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TWISTD = "from twisted.scripts.twistd import run; run()"
 
 
 class _Quiet(ProcessProtocol):
@@ -66,7 +65,7 @@ class WorkerTests(unittest.TestCase):
 
     def until(self, check: Any, what: str, timeout: float = 20) -> defer.Deferred:
         """Bounded wait for a condition on real processes."""
-        return poll(check, bool, timeout, what)
+        return poll_blocking(check, bool, timeout, what)
 
     def start_l7r(self, processes: int, *twistd: str, conf: str = "") -> tuple[int, Any, _Quiet]:
         """A real ``twistd -n <twistd options> qvd-l7r`` with ``l7r.processes``, on a

@@ -7,23 +7,20 @@ As root the sessions would run as ``nobody``: the suite never creates accounts.
 
 from __future__ import annotations
 
-import io
 import os
-import shlex
 import signal
-import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import psutil
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
-from qvd.admin.cli import main as qa_main
 from qvd.http.simplerpc import SimpleRPCClient
-from tests.support import waiting
+from tests.support.admin import qa, qa_refused
 from tests.support.postgres import TestDatabase, drop_database, new_database
+from tests.support.processes import Twistd
+from tests.support.waiting import poll_blocking
 
 TIMERS = """\
 internal.hkd.agent.ticker.delay = 0.5
@@ -48,67 +45,6 @@ internal.hkd.process.timeout.on_state.stopping.shutdown.waiting_for_process = 5
 internal.hkd.process.timeout.on_state.stopping.stop.waiting_for_process = 3
 internal.hkd.stopping.vms.timeout = 20
 """
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TWISTD = "from twisted.scripts.twistd import run; run()"
-
-
-def poll(check: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 30.0,
-         what: str = "condition") -> Deferred:
-    """``check()`` (blocking: run in a thread) every 0.2 s until ``until`` holds; bounded."""
-    return waiting.poll(lambda: threads.deferToThread(check), until, timeout, what)
-
-
-class _Output(ProcessProtocol):
-    def __init__(self, path: str):
-        self.log = open(path, "ab")
-        self.ended: Deferred = Deferred()
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        self.log.write(data)
-        self.log.flush()
-
-    def processEnded(self, reason) -> None:
-        self.log.close()
-        self.ended.callback(reason.value.exitCode)
-
-
-class HKD:
-    """One ``twistd -n qvd-hkd`` process."""
-
-    def __init__(self, conf: str, directory: str, wrapper: Sequence[str] = ()):
-        self.conf = conf
-        self.directory = directory
-        self.wrapper = list(wrapper)
-        self.log_path = os.path.join(directory, "hkd.log")
-        self.protocol: Optional[_Output] = None
-        self.process: Any = None
-
-    def start(self) -> None:
-        self.protocol = _Output(self.log_path)
-        argv = self.wrapper + [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "qvd-hkd",
-                               "--config", self.conf]
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        self.process = reactor.spawnProcess(self.protocol, argv[0], argv, env=env,
-                                            path=self.directory)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def kill(self, name: str = "KILL") -> Deferred:
-        if self.protocol is not None and not self.protocol.ended.called:
-            self.process.signalProcess(name)
-        return self.ended()
-
-    def ended(self) -> Deferred:
-        d: Deferred = Deferred()
-        assert self.protocol is not None
-        self.protocol.ended.addBoth(lambda r: (d.callback(r), r)[1])
-        return d
-
-    def output(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
 
 
 class HKDTestCase(unittest.TestCase):
@@ -129,7 +65,7 @@ class HKDTestCase(unittest.TestCase):
         self.qa("osf new name=desk")
         self.qa(f"di new disk_image={image},osf=desk")
         self.qa("user new login=alice,password=s3cret")
-        self.hkds: list[HKD] = []
+        self.hkds: list[Twistd] = []
         self.addCleanup(self._kill_everything)
 
     def node_extra(self, root: str, nodename: str = "test-node") -> str:
@@ -139,16 +75,10 @@ class HKDTestCase(unittest.TestCase):
                 f"{account}{TIMERS}")
 
     def qa(self, line: str) -> str:
-        out, err = io.StringIO(), io.StringIO()
-        code = qa_main(["-c", self.admin_conf] + shlex.split(line), out, err)
-        if code != 0:
-            raise AssertionError(f"qa {line}: {err.getvalue().strip()}")
-        return out.getvalue()
+        return qa(self.admin_conf, line)
 
     def qa_fails(self, line: str) -> str:
-        out, err = io.StringIO(), io.StringIO()
-        self.assertEqual(qa_main(["-c", self.admin_conf] + shlex.split(line), out, err), 1)
-        return err.getvalue().strip()
+        return qa_refused(self.admin_conf, line)
 
     def new_vm(self, name: str) -> int:
         self.qa(f"vm new name={name},user=alice,osf=desk")
@@ -168,7 +98,7 @@ class HKDTestCase(unittest.TestCase):
     @inlineCallbacks
     def start_hkd(self, conf: str, host_id: int, wrapper: Sequence[str] = ()):
         """An HKD process (its argv after ``wrapper``), once its host is ``running``."""
-        hkd = HKD(conf, os.path.dirname(conf), wrapper)
+        hkd = Twistd("qvd-hkd", conf, os.path.dirname(conf), wrapper)
         self.hkds.append(hkd)
         hkd.start()
         yield self.wait_host(host_id, "running")
@@ -177,7 +107,7 @@ class HKDTestCase(unittest.TestCase):
     @inlineCallbacks
     def _kill_everything(self):
         for hkd in self.hkds:
-            if hkd.protocol is not None and not hkd.protocol.ended.called:
+            if hkd.running:
                 yield hkd.kill("KILL")
         yield threads.deferToThread(kill_vmas, self.root)
 
@@ -209,7 +139,7 @@ class HKDTestCase(unittest.TestCase):
                            for h in self.hkds)
             raise AssertionError(f"{failure.value}{logs}")
 
-        return poll(check, until, timeout, what).addErrback(explain)
+        return poll_blocking(check, until, timeout, what).addErrback(explain)
 
     def vma_pids(self) -> list[int]:
         """Every qvd-vma process of this test, running or not yet reaped."""

@@ -1,6 +1,6 @@
 """A whole QVD node for the client tests: QVD-DB, ``twistd qvd-node`` (HKD + L7R over TLS,
-``process`` hypervisor, real VMAs and nxagent), an Xvfb as the client's screen, and
-``qvd-client`` processes on this checkout.
+``process`` hypervisor, real VMAs and nxagent), and ``qvd-client`` processes on this
+checkout (their screen is an Xvfb, ``tests.support.x11``).
 
 The VM's session is ``xclock`` under a rootless nxagent (``-R``), so that its window
 becomes a window of the client's own X server, where ``xwininfo`` can name it.
@@ -8,12 +8,8 @@ becomes a window of the client's own X server, where ``xwininfo`` can name it.
 
 from __future__ import annotations
 
-import io
 import os
-import re
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from typing import Any, Optional
@@ -24,15 +20,16 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
-from qvd.admin.cli import main as qa_main
 from qvd.embedded import ensure_certificate
 from qvd.http.simplerpc import SimpleRPCClient
 from qvd.pgcluster import free_port, port_in_use
-from tests.hkd.support import HKD, ROOT, TIMERS, TWISTD, _Output, kill_vmas, poll
+from tests.support.admin import qa
+from tests.support.hkd import TIMERS, kill_vmas
+from tests.support.paths import ROOT
 from tests.support.postgres import drop_database, new_database
-from tests.vma.support import Child
+from tests.support.processes import Twistd
+from tests.support.waiting import poll_blocking
 
-ARTIFACTS = os.path.join(ROOT, "test-artifacts")
 CLIENT = "from qvd.client.cli import main; main()"
 NODE_EXTRA = """\
 nodename = test-node
@@ -47,21 +44,6 @@ command.nxagent.args.extra = -R
 vma.nxagent.loopback = 1
 """
 
-
-class Node(HKD):
-    """``twistd -n qvd-node`` (or another plugin) on the test's node.conf."""
-
-    def __init__(self, conf: str, directory: str, plugin: str):
-        super().__init__(conf, directory)
-        self.plugin = plugin
-
-    def start(self) -> None:
-        self.protocol = _Output(self.log_path)
-        argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", self.plugin, "--config",
-                self.conf]
-        self.process = reactor.spawnProcess(self.protocol, argv[0], argv,
-                                            env=dict(os.environ, PYTHONPATH=ROOT),
-                                            path=self.directory)
 
 
 class ClientProcess(ProcessProtocol):
@@ -133,26 +115,23 @@ class NodeTestCase(unittest.TestCase):
         self.vm_id = self.db.query("SELECT id FROM vms WHERE name = 'desk'")[0][0]
         self.home = os.path.join(self.root, "home")
         os.makedirs(self.home)
-        self.node: Optional[Node] = None
+        self.node: Optional[Twistd] = None
         self.clients: list[ClientProcess] = []
         self.addCleanup(self._stop_everything)
 
     def qa(self, line: str) -> str:
-        out, err = io.StringIO(), io.StringIO()
-        if qa_main(["-c", self.conf] + shlex.split(line), out, err) != 0:
-            raise AssertionError(f"qa {line}: {err.getvalue().strip()}")
-        return out.getvalue()
+        return qa(self.conf, line)
 
     # -- the node --------------------------------------------------------------------
     @inlineCallbacks
     def start_node(self, plugin: str = "qvd-node"):
         """``twistd -n <plugin>`` (qvd-node, or qvd-l7r alone), once its L7R port answers."""
-        self.node = Node(self.conf, self.root, plugin)
+        self.node = Twistd(plugin, self.conf, self.root)
         self.node.start()
         try:
-            yield poll(lambda: port_in_use(self.port), bool, 30, f"{plugin} listening")
+            yield poll_blocking(lambda: port_in_use(self.port), bool, 30, f"{plugin} listening")
             if plugin == "qvd-node":
-                yield poll(self.host_state, lambda s: s == "running", 30, "host running")
+                yield poll_blocking(self.host_state, lambda s: s == "running", 30, "host running")
         except AssertionError as e:
             raise AssertionError(f"{e}{self.explain()}") from None
 
@@ -223,40 +202,6 @@ class NodeTestCase(unittest.TestCase):
             if not client.ended.called:
                 client.transport.signalProcess("KILL")
                 yield client.ended
-        if self.node is not None and not self.node.protocol.ended.called:
+        if self.node is not None and self.node.running:
             yield self.node.kill("TERM")
         yield threads.deferToThread(kill_vmas, self.root)
-
-
-@inlineCallbacks
-def start_xvfb(testcase: unittest.TestCase, *extra: str):
-    """An Xvfb for the client (``extra`` arguments added), stopped at cleanup: ``:<n>``."""
-    argv = ["/usr/bin/Xvfb", "-displayfd", "3", "-nolisten", "tcp", *extra]
-    xvfb = Child(testcase, argv, {}, fd3=True, stop_signal="TERM")  # TERM: it removes its lock
-    number = yield xvfb.protocol.fd3
-    return ":" + number.decode().strip()
-
-
-def window(display: str, name: str) -> Optional[tuple[int, int, int, int]]:
-    """(x, y, width, height) of a window called ``name`` on ``display``, if there is one."""
-    tree = subprocess.run(["xwininfo", "-root", "-tree", "-display", display],
-                          capture_output=True, text=True).stdout
-    for line in tree.splitlines():
-        if f'"{name}"' in line:
-            match = re.search(r"(\d+)x(\d+)\+-?\d+\+-?\d+\s+\+(-?\d+)\+(-?\d+)", line)
-            if match:
-                w, h, x, y = (int(v) for v in match.groups())
-                if w > 1 and h > 1:
-                    return x, y, w, h
-    return None
-
-
-def screenshot(display: str, region: tuple[int, int, int, int], path: str) -> set[str]:
-    """Save the screen of ``display`` to ``path`` (PNG); the colours inside ``region``."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    subprocess.run(["/usr/bin/import", "-display", display, "-window", "root", path], check=True)
-    x, y, w, h = region
-    histogram = subprocess.run(
-        ["/usr/bin/convert", path, "-crop", f"{w}x{h}+{x}+{y}", "+repage", "-format", "%c",
-         "histogram:info:-"], capture_output=True, text=True, check=True).stdout
-    return set(re.findall(r"#[0-9A-Fa-f]{6}", histogram))
