@@ -17,8 +17,8 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from qvd.config import Config, ConfigError, parse_properties
-from qvd.l7r.auth.interface import Auth, AuthServices, IAuthPlugin, IAuthPluginFactory
+from qvd.config import Config, parse_properties
+from qvd.l7r.auth.interface import Auth, AuthError, AuthServices, IAuthPlugin, IAuthPluginFactory
 from qvd.l7r.auth.ldap import LdapPlugin, ldap
 from qvd.ldap.escape import escape_dn_value, escape_filter_value
 from tests.support import slapd
@@ -302,7 +302,7 @@ class TransportTests(unittest.TestCase):
         config = Config(parse_properties("auth.ldap.base = dc=x\n"))
         plugin = LdapPlugin(AuthServices(config, None, reactor))  # type: ignore[arg-type]
         self.addCleanup(plugin.close)
-        with self.assertRaises(ConfigError):
+        with self.assertRaises(AuthError):
             yield login(plugin, "alice", "alice-pw")
-        with self.assertRaises(ConfigError):
+        with self.assertRaises(AuthError):
             yield login(make_plugin(self, scope="subtree"), "alice", "alice-pw")

@@ -25,7 +25,7 @@ from twisted.python.threadpool import ThreadPool
 
 from qvd.config import Config, ConfigError
 from qvd.db.pool import default_reactor
-from qvd.l7r.auth.interface import Auth, AuthPlugin, AuthPluginFactory, AuthServices
+from qvd.l7r.auth.interface import Auth, AuthError, AuthPlugin, AuthPluginFactory, AuthServices
 from qvd.ldap.directory import Directory, DirectoryConfigError, Lookup, Servers, Verdict
 
 log = Logger()
@@ -117,13 +117,10 @@ class LdapPlugin(AuthPlugin):
             servers = read_servers(self.config, auth.tenant_id)
             lookup = read_lookup(self.config, auth.tenant_id)
             directory = self._directory(servers)
-        except DirectoryConfigError as e:
-            raise ConfigError(str(e)) from None
-        try:
             verdict: Verdict = yield threads.deferToThreadPool(
                 self.reactor, self.pool, directory.authenticate, lookup, login, password)
-        except DirectoryConfigError as e:
-            raise ConfigError(str(e)) from None
+        except (ConfigError, DirectoryConfigError) as e:  # a 500, logged without a traceback
+            raise AuthError(f"ldap: tenant {auth.tenant}: {e}") from None
         if not verdict.ok:
             if verdict.unavailable:
                 log.warn("ldap: cannot check {login} in tenant {tenant}: {reason}",
