@@ -35,6 +35,7 @@ class UsageError(ValueError):
 class Argument:
     key: Optional[str]
     value: str
+    raw: str = field(default="", compare=False)  # the piece as typed (a blank first if split at one)
 
 
 @dataclass
@@ -104,14 +105,15 @@ def split_arguments(text: str) -> list[Argument]:
         i += 1
     pieces.append(text[current:])
     arguments = []
-    for piece in (p.strip() for p in pieces):
+    for raw in pieces:
+        piece = raw.strip()
         if not piece:
             continue
         match = re.match(r"^(\w[\w.\-]*)\s*=(.*)$", piece, re.S)
         if match:
-            arguments.append(Argument(match.group(1), unquote(match.group(2))))
+            arguments.append(Argument(match.group(1), unquote(match.group(2)), raw))
         else:
-            arguments.append(Argument(None, unquote(piece)))
+            arguments.append(Argument(None, unquote(piece), raw))
     return arguments
 
 
