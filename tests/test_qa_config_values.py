@@ -4,6 +4,10 @@ showing them back."""
 
 from __future__ import annotations
 
+import os
+import shlex
+
+from tests.conftest import ROOT
 from tests.test_qa_manual import QaTestCase
 
 MANUAL_LINES = {
@@ -48,3 +52,21 @@ class ConfigValueTests(QaTestCase):
         self.assertEqual(self.stored("l7r.auth.plugins"), "auto,ldap")
         self.ok("qa config set tenant_id=-1,key=l7r.auth.plugins default")
         self.assertEqual(self.db.query("SELECT * FROM configs WHERE key = 'l7r.auth.plugins'"), [])
+
+
+class ReadmeLinesTests(QaTestCase):
+    def test_every_qa_config_set_line_of_the_readme_stores_its_value(self):
+        """The README's LDAP / AD lines, run as written, store what follows ``value=``."""
+        with open(os.path.join(ROOT, "README.md")) as f:
+            lines = [line for line in f.read().splitlines()
+                     if line.startswith("qa config set tenant_id=-1,key=")]
+        self.assertGreaterEqual(len(lines), 14)
+        self.ok("qa osf new name=desk")
+        for line in lines:
+            self.ok(line)
+            words = shlex.split(line)[3]
+            key = words.split("key=")[1].split(",")[0]
+            value = words.split(",value=", 1)[1]
+            self.assertEqual(self.stored(key), value, line)
+
+    stored = ConfigValueTests.stored
