@@ -320,6 +320,15 @@ def full_connect(port: int, context: ssl.SSLContext, login: str, vm_id: int) -> 
             raise RuntimeError(f"connect_to_vm answered {status}")
 
 
+def list_login(port: int, context: ssl.SSLContext, credentials: str, vm_id: int) -> None:
+    """New TLS connection, Basic auth as ``login:password``, list_of_vm, close (a login)."""
+    with open_stream(port, context) as sock:
+        auth = basic(*credentials.split(":", 1)) + "\r\n"
+        status = HTTPStream(sock).get("/qvd/list_of_vm", auth).status
+        if status != 200:
+            raise RuntimeError(f"list_of_vm answered {status}")
+
+
 def ping(port: int, context: ssl.SSLContext, login: str, vm_id: int) -> None:
     """New TLS connection, GET /qvd/ping, close (what a health checker does)."""
     with open_stream(port, context) as sock:
@@ -335,7 +344,7 @@ def clients_role(port: str, cafile: str, mode: str, logins: str, vm_ids: str,
     latencies (seconds) and the number of failures."""
     from concurrent.futures import ThreadPoolExecutor
 
-    action = {"connect": full_connect, "ping": ping}[mode]
+    action = {"connect": full_connect, "ping": ping, "list": list_login}[mode]
     context = client_context(cafile)
     pairs = [(login, [int(i) for i in vms.split(":")])
              for login, vms in zip(logins.split(","), vm_ids.split(","))]
@@ -350,6 +359,44 @@ def clients_role(port: str, cafile: str, mode: str, logins: str, vm_ids: str,
             try:
                 action(int(port), context, login, vms[turn % len(vms)])
             except (OSError, RuntimeError):
+                failures += 1
+                continue
+            times.append(time.perf_counter() - started)
+        return times, failures
+
+    with ThreadPoolExecutor(len(pairs)) as pool:
+        results = list(pool.map(run, pairs))
+    print(json.dumps({"times": [t for times, _ in results for t in times],
+                      "failures": sum(f for _, f in results)}), flush=True)
+
+
+def directory_role(url: str, mode: str, people: str, count: str) -> None:
+    """One LDAP client process (ldap_logins.py's yardstick): a thread per ``dn|password``
+    pair of ``people`` (joined by ``;``), each with its own ldap3 connection doing ``count``
+    simple binds as that DN (``bind``), or a search for the entry then the bind
+    (``search+bind``, what one ``ldap`` plugin login asks of the directory)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ldap3
+
+    pairs = [tuple(pair.rsplit("|", 1)) for pair in people.split(";")]
+    print("ready 0", flush=True)
+    sys.stdin.readline()  # go
+
+    def run(pair: tuple[str, str]) -> tuple[list[float], int]:
+        dn, password = pair
+        uid = dn.split(",", 1)[0].split("=", 1)[1]
+        base = dn.split(",", 1)[1]
+        server = ldap3.Server(url, get_info=ldap3.NONE)
+        searcher = ldap3.Connection(server, auto_bind=True, read_only=True)
+        checker = ldap3.Connection(server, dn, password, read_only=True)
+        checker.open()
+        times, failures = [], 0
+        for _ in range(int(count)):
+            started = time.perf_counter()
+            if mode == "search+bind":
+                searcher.search(base, f"(uid={uid})", attributes=["uid", "uidNumber"])
+            if not checker.bind():
                 failures += 1
                 continue
             times.append(time.perf_counter() - started)
@@ -494,7 +541,7 @@ def holder_role(port: str, cafile: str, sessions: str, parallel: str) -> None:
 
 
 ROLES = {"backend": backend_role, "splice": splice_role, "fakes": fakes_role,
-         "holder": holder_role, "clients": clients_role}
+         "holder": holder_role, "clients": clients_role, "directory": directory_role}
 
 if __name__ == "__main__":
     ROLES[sys.argv[1]](*sys.argv[2:])

@@ -50,7 +50,6 @@ START_TIMEOUT = 20.0
 PASSWORDS = {
     "alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw",
     "erin": "erin-pw", "frank": "frank-pw", "twin": "twin-pw", "Grace": "grace-pw",
-    "bench": "bench-pw",
 }
 
 AD_SCHEMA = """\
@@ -73,13 +72,13 @@ def ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(digest + salt).decode("ascii")
 
 
-def _person(uid: str, ou: str, number: int, extra: str = "") -> str:
-    """A person; ``extra`` lines go after the object classes (slapadd wants each
-    attribute's values together)."""
+def person(uid: str, ou: str, number: int, extra: str = "", password: str = "") -> str:
+    """A person's LDIF (password: ``PASSWORDS[uid]`` unless given); ``extra`` lines go
+    after the object classes (slapadd wants each attribute's values together)."""
     return (f"dn: uid={uid},{ou}\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\n{extra}"
             f"uid: {uid}\ncn: {uid.title()} Example\nsn: Example\nuidNumber: {number}\n"
             f"gidNumber: {number}\nhomeDirectory: /home/{uid.lower()}\n"
-            f"userPassword: {ssha(PASSWORDS[uid])}\n\n")
+            f"userPassword: {ssha(password or PASSWORDS[uid])}\n\n")
 
 
 def directory_ldif() -> str:
@@ -93,17 +92,16 @@ def directory_ldif() -> str:
         f"dn: ou=Aliases,{BASE}\nobjectClass: organizationalUnit\nou: Aliases\n\n",
         f"dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n"
         f"cn: qvd-service\nuserPassword: {ssha(SERVICE_PASSWORD)}\n\n",
-        _person("alice", PEOPLE, 10001),
-        _person("bob", PEOPLE, 10002, "objectClass: qvdTestADAccount\nsAMAccountName: bob\n"
+        person("alice", PEOPLE, 10001),
+        person("bob", PEOPLE, 10002, "objectClass: qvdTestADAccount\nsAMAccountName: bob\n"
                 "userPrincipalName: bob@example.com\n"),
-        _person("carol", PEOPLE, 10003),
-        _person("dave", PEOPLE, 10004),
-        _person("Grace", PEOPLE, 10007),
-        _person("bench", PEOPLE, 10009),
-        _person("erin", STAFF, 10005),
-        _person("frank", STAFF, 10006),
-        _person("twin", PEOPLE, 10008),
-        _person("twin", STAFF, 10108),
+        person("carol", PEOPLE, 10003),
+        person("dave", PEOPLE, 10004),
+        person("Grace", PEOPLE, 10007),
+        person("erin", STAFF, 10005),
+        person("frank", STAFF, 10006),
+        person("twin", PEOPLE, 10008),
+        person("twin", STAFF, 10108),
         # an alias in ou=Aliases naming frank: found there only when aliases are dereferenced
         f"dn: uid=frank,ou=Aliases,{BASE}\nobjectClass: alias\nobjectClass: extensibleObject\n"
         f"uid: frank\naliasedObjectName: uid=frank,{STAFF}\n\n",
@@ -156,9 +154,10 @@ def make_ca(directory: str) -> tuple[str, str, str]:
 
 
 class Slapd:
-    """One slapd with its own data, ports and socket; ``start``/``stop``/``pause``."""
+    """One slapd with its own data, ports and socket; ``start``/``stop``/``pause``.
+    ``extra_ldif`` adds entries (the bench's people)."""
 
-    def __init__(self, root: Optional[str] = None):
+    def __init__(self, root: Optional[str] = None, extra_ldif: str = ""):
         self.root = root or tempfile.mkdtemp(prefix="qvd-test-slapd-")
         self.port = free_port()
         self.tls_port = free_port()
@@ -174,7 +173,7 @@ class Slapd:
             f.write(self._conf_text(data, cert, key))
         ldif = os.path.join(self.root, "directory.ldif")
         with open(ldif, "w") as f:
-            f.write(directory_ldif())
+            f.write(directory_ldif() + extra_ldif)
         subprocess.run([SLAPADD, "-q", "-f", self.conf, "-l", ldif], check=True,
                        capture_output=True)
 
