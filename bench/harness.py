@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -336,14 +336,37 @@ def ping(port: int, context: ssl.SSLContext, login: str, vm_id: int) -> None:
             raise RuntimeError(f"ping answered {status}")
 
 
+def report_threads(run: Callable[[Any], tuple[list[float], int]], items: list[Any]) -> None:
+    """``run`` each item in a thread of its own; print the JSON of all the latencies
+    (seconds) and the number of failures (what ``run_children`` reads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(items)) as pool:
+        results = list(pool.map(run, items))
+    print(json.dumps({"times": [t for times, _ in results for t in times],
+                      "failures": sum(f for _, f in results)}), flush=True)
+
+
+def run_children(specs: list[tuple[Any, ...]]) -> tuple[list[float], int, float]:
+    """Start client processes (``ready``), say ``go`` to all, and gather what they
+    report: (latencies, failures, seconds from go to the last report)."""
+    with children(*specs) as clients:
+        started = time.perf_counter()
+        for client in clients:
+            client.process.stdin.write("go\n")
+            client.process.stdin.flush()
+        results = [json.loads(client.process.stdout.readline()) for client in clients]
+        elapsed = time.perf_counter() - started
+    return ([t for r in results for t in r["times"]], sum(r["failures"] for r in results),
+            elapsed)
+
+
 def clients_role(port: str, cafile: str, mode: str, logins: str, vm_ids: str,
                  count: str) -> None:
     """One client process: a thread per login, each doing ``count`` ``mode``s in a row,
     taking turns on its VMs (``vm_ids``: per login, ids joined by ``:``, so that a VM
     whose session just ended is not asked for at once); prints the JSON list of
     latencies (seconds) and the number of failures."""
-    from concurrent.futures import ThreadPoolExecutor
-
     action = {"connect": full_connect, "ping": ping, "list": list_login}[mode]
     context = client_context(cafile)
     pairs = [(login, [int(i) for i in vms.split(":")])
@@ -364,10 +387,7 @@ def clients_role(port: str, cafile: str, mode: str, logins: str, vm_ids: str,
             times.append(time.perf_counter() - started)
         return times, failures
 
-    with ThreadPoolExecutor(len(pairs)) as pool:
-        results = list(pool.map(run, pairs))
-    print(json.dumps({"times": [t for times, _ in results for t in times],
-                      "failures": sum(f for _, f in results)}), flush=True)
+    report_threads(run, pairs)
 
 
 def directory_role(url: str, mode: str, people: str, count: str) -> None:
@@ -375,8 +395,6 @@ def directory_role(url: str, mode: str, people: str, count: str) -> None:
     pair of ``people`` (joined by ``;``), each with its own ldap3 connection doing ``count``
     simple binds as that DN (``bind``), or a search for the entry then the bind
     (``search+bind``, what one ``ldap`` plugin login asks of the directory)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import ldap3
 
     pairs = [tuple(pair.rsplit("|", 1)) for pair in people.split(";")]
@@ -402,10 +420,7 @@ def directory_role(url: str, mode: str, people: str, count: str) -> None:
             times.append(time.perf_counter() - started)
         return times, failures
 
-    with ThreadPoolExecutor(len(pairs)) as pool:
-        results = list(pool.map(run, pairs))
-    print(json.dumps({"times": [t for times, _ in results for t in times],
-                      "failures": sum(f for _, f in results)}), flush=True)
+    report_threads(run, pairs)
 
 
 # -- server roles ------------------------------------------------------------------------------

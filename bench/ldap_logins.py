@@ -24,15 +24,13 @@ L7R row's ratio to the ``bind`` row (DESIGN.md's target: >= 0.8).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
-import time
 
 from connect_rate import L7R, busy_seconds, sql
 from db_roundtrip import start_cluster
-from harness import certificate, children, median, percentile
+from harness import certificate, median, percentile, run_children
 
 from qvd.admin.cli import main as qa
 from qvd.config import Config, parse_properties
@@ -69,20 +67,8 @@ def populate(conf: str, logins: list[str], directory: Slapd) -> None:
 
 
 def split(items: list[str]) -> list[list[str]]:
-    return [items[i::CLIENT_PROCESSES] for i in range(CLIENT_PROCESSES) if items[i::CLIENT_PROCESSES]]
-
-
-def run(specs: list[tuple]) -> tuple[list[float], int, float]:
-    """(latencies, failures, seconds) of client processes started from ``specs``."""
-    with children(*specs) as clients:
-        started = time.perf_counter()
-        for client in clients:
-            client.process.stdin.write("go\n")
-            client.process.stdin.flush()
-        results = [json.loads(client.process.stdout.readline()) for client in clients]
-        elapsed = time.perf_counter() - started
-    return ([t for r in results for t in r["times"]], sum(r["failures"] for r in results),
-            elapsed)
+    parts = [items[i::CLIENT_PROCESSES] for i in range(CLIENT_PROCESSES)]
+    return [part for part in parts if part]
 
 
 def row(what: str, threads: int, times: list[float], failures: int, elapsed: float,
@@ -103,9 +89,9 @@ def l7r_logins(conf: str, work: str, cert: str, logins: list[str], count: int, p
         specs = [("clients", l7r.port, cert, "list",
                   ",".join(f"{login}:{PASSWORD}" for login in part),
                   ",".join("0" for _ in part), count) for part in split(logins)]
-        run([(*s[:6], 3) for s in specs])  # warm-up: the plugin's connections
+        run_children([(*s[:6], 3) for s in specs])  # warm-up: the plugin's connections
         machine, cpu = busy_seconds(), l7r.cpu_seconds()
-        times, failures, elapsed = run(specs)
+        times, failures, elapsed = run_children(specs)
         if not times:
             with open(l7r.log.name) as f:
                 raise RuntimeError(f"every L7R login failed; its log ends:\n{f.read()[-3000:]}")
@@ -141,9 +127,9 @@ def main() -> None:
             specs = [("directory", directory.url, mode,
                       ";".join(f"uid={login},{PEOPLE}|{PASSWORD}" for login in part), count)
                      for part in split(logins)]
-            run([(*s[:4], 3) for s in specs])  # warm-up
+            run_children([(*s[:4], 3) for s in specs])  # warm-up
             machine = busy_seconds()
-            times, failures, elapsed = run(specs)
+            times, failures, elapsed = run_children(specs)
             rate = row(mode, len(logins), times, failures, elapsed,
                        (busy_seconds() - machine) / elapsed * 100)
             yardstick = yardstick or rate

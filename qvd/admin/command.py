@@ -35,7 +35,7 @@ class UsageError(ValueError):
 class Argument:
     key: Optional[str]
     value: str
-    raw: str = field(default="", compare=False)  # the piece as typed (a blank first if split at one)
+    raw: str = field(default="", compare=False)  # as typed (starts with a blank if split at one)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The ``auto`` plugin behind ``ldap`` (``l7r.auth.plugins = auto,ldap``): real QVD-DB, real slapd."""
+"""The ``auto`` plugin behind ``ldap`` (``l7r.auth.plugins = auto,ldap``): real QVD-DB and slapd."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from qvd.l7r.auth.interface import Auth, AuthError, AuthServices, IAuthPlugin, I
 from qvd.l7r.auth.ldap import LdapPlugin, ldap
 from qvd.ldap.escape import escape_dn_value, escape_filter_value
 from tests.support import slapd
-from tests.support.slapd import BASE, GROUPS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, STAFF
+from tests.support.slapd import BASE, GROUPS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD
 
 
 KEY_NAMES = {"racf_allowregex": "racf_allowregex"}  # the one key with an underscore
@@ -56,7 +56,8 @@ class EscapingTests(unittest.TestCase):
         self.assertEqual(escape_filter_value("josé"), "josé")
 
     def test_dn_values_follow_rfc_4514(self) -> None:
-        self.assertEqual(escape_dn_value('a,b+c"d\\e<f>g;h=i'), 'a\\,b\\+c\\"d\\\\e\\<f\\>g\\;h\\=i')
+        self.assertEqual(escape_dn_value('a,b+c"d\\e<f>g;h=i'),
+                         'a\\,b\\+c\\"d\\\\e\\<f\\>g\\;h\\=i')
         self.assertEqual(escape_dn_value(" #x "), "\\ #x\\20")
         self.assertEqual(escape_dn_value("#x"), "\\#x")
         self.assertEqual(escape_dn_value("a\nb"), "a\\0ab")

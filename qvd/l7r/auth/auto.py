@@ -41,7 +41,8 @@ class AutoPlugin(AuthPlugin):
                 first_ip=first, last_ip=last)
             made = yield provision(self.database, request)
         except (ConfigError, ProvisioningError) as e:
-            raise AuthError(f"auto: cannot provision {login} in tenant {auth.tenant}: {e}") from None
+            raise AuthError(
+                f"auto: cannot provision {login} in tenant {auth.tenant}: {e}") from None
         if made.user_created:
             log.info("auto: created user {login} (id {id}) in tenant {tenant}",
                      login=login, id=made.user_id, tenant=auth.tenant)

@@ -49,8 +49,8 @@ def _without_path(host: str) -> str:
 
 def read_servers(config: Config, tenant_id: Optional[int]) -> Servers:
     """The tenant's ``Servers`` (``auth.ldap.host`` may list several, blank or comma separated)."""
-    hosts = tuple(_without_path(h) for h in re.split(r"[\s,]+", config.get("auth.ldap.host", tenant_id))
-                  if h)
+    listed = re.split(r"[\s,]+", config.get("auth.ldap.host", tenant_id))
+    hosts = tuple(_without_path(host) for host in listed if host)
     return Servers(
         hosts=hosts,
         starttls=config.get_bool("auth.ldap.starttls", tenant_id),
