@@ -46,6 +46,13 @@ class DirectoryLoginTests(NodeTestCase):
         self.qa(f"config set tenant_id=-1,key=auth.ldap.tls.ca,value={directory.ca_path}")
         self.assertEqual(self.db.query("SELECT id FROM osfs WHERE name = 'desk'"), [(10000,)])
 
+    def explain_vm_of(self, login: str, *clients) -> str:
+        """``explain`` with the nxagent log of ``login``'s VM."""
+        made = [row[2] for row in self.provisioned(login) if row[2] is not None]
+        if made:
+            self.vm_id = made[0]
+        return self.explain(*clients)
+
     def provisioned(self, login: str) -> list[tuple]:
         return self.db.query(
             "SELECT u.id, u.password, v.id, v.name, v.osf_id FROM users u"
@@ -67,8 +74,8 @@ class DirectoryLoginTests(NodeTestCase):
             shown = yield poll(lambda: client.ended.called or window(display, "xclock"), bool,
                                90, "carol's desktop")
         except AssertionError as e:
-            raise AssertionError(f"{e}{self.explain(client)}") from None
-        self.assertIsNot(shown, True, f"qvd-client exited{self.explain(client)}")
+            raise AssertionError(f"{e}{self.explain_vm_of('carol', client)}") from None
+        self.assertIsNot(shown, True, f"qvd-client exited{self.explain_vm_of('carol', client)}")
         [(user_id, password, vm_id, name, osf_id)] = self.provisioned("carol")
         self.assertEqual((password, name, osf_id), (None, "carol-1", 10000))
         self.assertEqual(self.db.query("SELECT vm_state, user_state FROM vm_runtimes"

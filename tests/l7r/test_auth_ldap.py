@@ -211,6 +211,11 @@ class GroupTests(unittest.TestCase):
         self.assertFalse((yield login(plugin, "bob", "bob-pw"))[0])
         plugin = make_plugin(self, group=f"cn=desktop,{GROUPS}", group_nested=1, group_depth=1)
         self.assertFalse((yield login(plugin, "erin", "erin-pw"))[0], "beyond the depth")
+        plugin = make_plugin(self, group=f"cn=desktop,{GROUPS}", group_nested=1, group_base=BASE)
+        self.assertTrue((yield login(plugin, "erin", "erin-pw"))[0], "groups below the base")
+        plugin = make_plugin(self, group=f"cn=desktop,{GROUPS}", group_nested=1,
+                             group_base=PEOPLE)
+        self.assertFalse((yield login(plugin, "erin", "erin-pw"))[0], "no groups there")
 
     @defer.inlineCallbacks
     def test_group_with_a_direct_bind(self):
