@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import pstats
 import shutil
@@ -39,7 +38,7 @@ from typing import Optional
 import psutil
 
 from db_roundtrip import start_cluster
-from harness import ROOT, WAIT, certificate, children, median, percentile
+from harness import ROOT, WAIT, certificate, children, median, percentile, run_children
 
 from qvd.admin.cli import main as qa
 from qvd.config import Config, parse_properties
@@ -131,15 +130,7 @@ def run_clients(port: int, cert: str, mode: str, pairs: list[tuple[str, str]],
     split = [pairs[i::CLIENT_PROCESSES] for i in range(CLIENT_PROCESSES)]
     specs = [("clients", port, cert, mode, ",".join(p[0] for p in part),
               ",".join(p[1] for p in part), count) for part in split if part]
-    with children(*specs) as clients:
-        started = time.perf_counter()
-        for client in clients:
-            client.process.stdin.write("go\n")
-            client.process.stdin.flush()
-        results = [json.loads(client.process.stdout.readline()) for client in clients]
-        elapsed = time.perf_counter() - started
-    return ([t for r in results for t in r["times"]], sum(r["failures"] for r in results),
-            elapsed)
+    return run_children(specs)
 
 
 def measure(l7r: L7R, cert: str, mode: str, processes: int, pairs: list[tuple[str, str]],

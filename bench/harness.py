@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -320,11 +320,45 @@ def full_connect(port: int, context: ssl.SSLContext, login: str, vm_id: int) -> 
             raise RuntimeError(f"connect_to_vm answered {status}")
 
 
+def list_login(port: int, context: ssl.SSLContext, credentials: str, vm_id: int) -> None:
+    """New TLS connection, Basic auth as ``login:password``, list_of_vm, close (a login)."""
+    with open_stream(port, context) as sock:
+        auth = basic(*credentials.split(":", 1)) + "\r\n"
+        status = HTTPStream(sock).get("/qvd/list_of_vm", auth).status
+        if status != 200:
+            raise RuntimeError(f"list_of_vm answered {status}")
+
+
 def ping(port: int, context: ssl.SSLContext, login: str, vm_id: int) -> None:
     """New TLS connection, GET /qvd/ping, close (what a health checker does)."""
     with open_stream(port, context) as sock:
         if (status := HTTPStream(sock).get("/qvd/ping").status) != 200:
             raise RuntimeError(f"ping answered {status}")
+
+
+def report_threads(run: Callable[[Any], tuple[list[float], int]], items: list[Any]) -> None:
+    """``run`` each item in a thread of its own; print the JSON of all the latencies
+    (seconds) and the number of failures (what ``run_children`` reads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(items)) as pool:
+        results = list(pool.map(run, items))
+    print(json.dumps({"times": [t for times, _ in results for t in times],
+                      "failures": sum(f for _, f in results)}), flush=True)
+
+
+def run_children(specs: list[tuple[Any, ...]]) -> tuple[list[float], int, float]:
+    """Start client processes (``ready``), say ``go`` to all, and gather what they
+    report: (latencies, failures, seconds from go to the last report)."""
+    with children(*specs) as clients:
+        started = time.perf_counter()
+        for client in clients:
+            client.process.stdin.write("go\n")
+            client.process.stdin.flush()
+        results = [json.loads(client.process.stdout.readline()) for client in clients]
+        elapsed = time.perf_counter() - started
+    return ([t for r in results for t in r["times"]], sum(r["failures"] for r in results),
+            elapsed)
 
 
 def clients_role(port: str, cafile: str, mode: str, logins: str, vm_ids: str,
@@ -333,9 +367,7 @@ def clients_role(port: str, cafile: str, mode: str, logins: str, vm_ids: str,
     taking turns on its VMs (``vm_ids``: per login, ids joined by ``:``, so that a VM
     whose session just ended is not asked for at once); prints the JSON list of
     latencies (seconds) and the number of failures."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    action = {"connect": full_connect, "ping": ping}[mode]
+    action = {"connect": full_connect, "ping": ping, "list": list_login}[mode]
     context = client_context(cafile)
     pairs = [(login, [int(i) for i in vms.split(":")])
              for login, vms in zip(logins.split(","), vm_ids.split(","))]
@@ -355,10 +387,40 @@ def clients_role(port: str, cafile: str, mode: str, logins: str, vm_ids: str,
             times.append(time.perf_counter() - started)
         return times, failures
 
-    with ThreadPoolExecutor(len(pairs)) as pool:
-        results = list(pool.map(run, pairs))
-    print(json.dumps({"times": [t for times, _ in results for t in times],
-                      "failures": sum(f for _, f in results)}), flush=True)
+    report_threads(run, pairs)
+
+
+def directory_role(url: str, mode: str, people: str, count: str) -> None:
+    """One LDAP client process (ldap_logins.py's yardstick): a thread per ``dn|password``
+    pair of ``people`` (joined by ``;``), each with its own ldap3 connection doing ``count``
+    simple binds as that DN (``bind``), or a search for the entry then the bind
+    (``search+bind``, what one ``ldap`` plugin login asks of the directory)."""
+    import ldap3
+
+    pairs = [tuple(pair.rsplit("|", 1)) for pair in people.split(";")]
+    print("ready 0", flush=True)
+    sys.stdin.readline()  # go
+
+    def run(pair: tuple[str, str]) -> tuple[list[float], int]:
+        dn, password = pair
+        uid = dn.split(",", 1)[0].split("=", 1)[1]
+        base = dn.split(",", 1)[1]
+        server = ldap3.Server(url, get_info=ldap3.NONE)
+        searcher = ldap3.Connection(server, auto_bind=True, read_only=True)
+        checker = ldap3.Connection(server, dn, password, read_only=True)
+        checker.open()
+        times, failures = [], 0
+        for _ in range(int(count)):
+            started = time.perf_counter()
+            if mode == "search+bind":
+                searcher.search(base, f"(uid={uid})", attributes=["uid", "uidNumber"])
+            if not checker.bind():
+                failures += 1
+                continue
+            times.append(time.perf_counter() - started)
+        return times, failures
+
+    report_threads(run, pairs)
 
 
 # -- server roles ------------------------------------------------------------------------------
@@ -494,7 +556,7 @@ def holder_role(port: str, cafile: str, sessions: str, parallel: str) -> None:
 
 
 ROLES = {"backend": backend_role, "splice": splice_role, "fakes": fakes_role,
-         "holder": holder_role, "clients": clients_role}
+         "holder": holder_role, "clients": clients_role, "directory": directory_role}
 
 if __name__ == "__main__":
     ROLES[sys.argv[1]](*sys.argv[2:])

@@ -31,6 +31,7 @@ class Result:
     columns: list[str] = field(default_factory=list)
     rows: list[list[Any]] = field(default_factory=list)
     created_id: Optional[int] = None
+    text: Optional[str] = None  # shown above the table (not in JSON), e.g. a QR code
 
 
 def to_bool(name: str, value: str) -> bool:

@@ -20,7 +20,8 @@ from qvd.db.configs import apply_configs_now
 EPILOG = """\
 objects: {objects}
 actions: new, get, set, del, block, unblock, di tag/untag, config ssl,
-         <object> <filters> set property k=v, get property, del property k
+         <object> <filters> set property k=v, get property, del property k,
+         user <filter> totp new|del (TOTP second factor: secret, URI, QR code)
 filters: = != < > <= >= ~ (LIKE), [a,b] lists, [a:b] ranges, ',' AND, ';' OR,
          '!' NOT, parentheses; a bare word means name=<word>
 examples:
@@ -50,7 +51,7 @@ def render_table(result: Result) -> str:
         return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
 
     body = [rule, line(result.columns), rule] + [line(r) for r in cells] + [rule]
-    return "\n".join(body) + f"\nTotal: {result.total}\n"
+    return (result.text or "") + "\n".join(body) + f"\nTotal: {result.total}\n"
 
 
 def _json_value(value: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 ACTIONS = (
     "new", "get", "set", "del", "block", "unblock", "tag", "untag",
-    "start", "stop", "disconnect", "disconnect_user", "ssl",
+    "start", "stop", "disconnect", "disconnect_user", "ssl", "totp",
 )
 KEYWORDS = ("order", "default", "property")
 _NEXT_ARGUMENT = re.compile(r"\s+(?:\w+\s*(?:=|~|!=|<|>)|(?:%s)(?:\s|,|$))" % "|".join(KEYWORDS))
@@ -35,6 +35,7 @@ class UsageError(ValueError):
 class Argument:
     key: Optional[str]
     value: str
+    raw: str = field(default="", compare=False)  # as typed (starts with a blank if split at one)
 
 
 @dataclass
@@ -104,14 +105,15 @@ def split_arguments(text: str) -> list[Argument]:
         i += 1
     pieces.append(text[current:])
     arguments = []
-    for piece in (p.strip() for p in pieces):
+    for raw in pieces:
+        piece = raw.strip()
         if not piece:
             continue
         match = re.match(r"^(\w[\w.\-]*)\s*=(.*)$", piece, re.S)
         if match:
-            arguments.append(Argument(match.group(1), unquote(match.group(2))))
+            arguments.append(Argument(match.group(1), unquote(match.group(2)), raw))
         else:
-            arguments.append(Argument(None, unquote(piece)))
+            arguments.append(Argument(None, unquote(piece), raw))
     return arguments
 
 

@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from qvd.admin.base import AdminBase, AdminError, Result, filter_or_arguments, to_int
-from qvd.admin.command import Command
+from qvd.admin.command import Argument, Command, unquote
 from qvd.admin.objects import ObjectKind
 
 CONFIG_KEY_MAX = 64
 SSL_FILES = ("key", "cert", "ca", "crl")
+ROW_NAMES = ("tenant_id", "key")
+
+
+def value_to_the_end(arguments: list[Argument]) -> list[Argument]:
+    """``value=`` runs on over the arguments after it that are not ``tenant_id=`` or
+    ``key=``, as the manual writes values with commas (``value=auto,ldap``,
+    ``value=CN=Admin,CN=Users,DC=example,DC=com``)."""
+    merged: list[Argument] = []
+    value: Optional[int] = None
+    for argument in arguments:
+        if value is not None and argument.key not in ROW_NAMES:
+            glue = " " if argument.raw[:1].isspace() else ","
+            text = unquote(argument.raw.strip()) if argument.raw else argument.value
+            merged[value] = Argument("value", merged[value].value + glue + text)
+            continue
+        if argument.key == "value":
+            value = len(merged)
+        merged.append(argument)
+    return merged
 
 
 class ConfigRowsMixin(AdminBase):
     """``config set|del|ssl`` (``config get`` is the generic ``get``)."""
 
     def _config_set(self, cur, kind: ObjectKind, command: Command) -> Result:
-        reset = [a for a in command.arguments if a.key is None]
+        arguments = value_to_the_end(command.arguments)
+        reset = [a for a in arguments if a.key is None]
         named = self._named(
-            Command(command.obj, "", "set", [a for a in command.arguments if a.key]),
+            Command(command.obj, "", "set", [a for a in arguments if a.key]),
             ("tenant_id", "key", "value"))
         if reset and (len(reset) > 1 or reset[0].value != "default"):
             raise AdminError("usage: qa config set [tenant_id=N,]key=K,value=V"

@@ -16,19 +16,16 @@ import tempfile
 from qvd.admin.base import AdminBase, AdminError, Result, to_address, to_bool, to_int
 from qvd.admin.command import Command
 from qvd.admin.objects import OSF, USER, ObjectKind
-from qvd.config import Config
+from qvd.config import Config, ConfigError
+from qvd.db.provisioning import address_range, highest_free_address
 
 
 def vm_address_range(config: Config) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
     """(first, last) VM address: ``vm.network.ip.start`` up to broadcast - 1."""
-    start_text = config.get("vm.network.ip.start").strip()
-    mask = config.get("vm.network.netmask").strip()
     try:
-        start = ipaddress.IPv4Address(start_text)
-        network = ipaddress.IPv4Network(f"{start_text}/{mask}", strict=False)
-    except ValueError as e:
-        raise AdminError(f"bad vm.network.ip.start/netmask ({start_text}/{mask}): {e}") from None
-    return start, network.broadcast_address - 1
+        return address_range(config)
+    except ConfigError as e:
+        raise AdminError(str(e)) from None
 
 
 class CreationMixin(AdminBase):
@@ -118,12 +115,9 @@ class CreationMixin(AdminBase):
         """The highest free VM address, as QVD 4 allocates them."""
         first, last = vm_address_range(self.config)
         cur.execute("SELECT ip FROM vms WHERE ip IS NOT NULL")
-        used = {row[0] for row in cur.fetchall()}
-        address = last
-        while address >= first:
-            if str(address) not in used:
-                return str(address)
-            address -= 1
+        address = highest_free_address(first, last, (row[0] for row in cur.fetchall()))
+        if address is not None:
+            return address
         raise AdminError(f"no free VM address left between {first} and {last}")
 
     def _new_di(self, cur, command: Command) -> int:

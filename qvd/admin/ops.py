@@ -21,8 +21,9 @@ from qvd.admin.base import (
 from qvd.admin.command import Command
 from qvd.admin.configs import ConfigRowsMixin
 from qvd.admin.creation import CreationMixin
-from qvd.admin.objects import CONFIG, DI, KINDS, TENANT, VM, ObjectKind
+from qvd.admin.objects import CONFIG, DI, KINDS, TENANT, USER, VM, ObjectKind
 from qvd.admin.properties import PropertiesMixin
+from qvd.admin.totp import TOTPEnrolmentMixin
 from qvd.admin.vmcontrol import VMControlMixin
 from qvd.db import SERIALIZATION_FAILURE
 
@@ -78,7 +79,7 @@ _SETTABLE: dict[str, dict[str, Settable]] = {
 }
 
 
-class Admin(CreationMixin, PropertiesMixin, ConfigRowsMixin, VMControlMixin):
+class Admin(CreationMixin, PropertiesMixin, ConfigRowsMixin, VMControlMixin, TOTPEnrolmentMixin):
     """Runs parsed ``qa`` commands on one connection."""
 
     def run(self, command: Command) -> Result:
@@ -112,6 +113,8 @@ class Admin(CreationMixin, PropertiesMixin, ConfigRowsMixin, VMControlMixin):
                         "block": self._block, "unblock": self._block}
             if kind is DI:
                 handlers.update(tag=self._tag, untag=self._untag)
+        if kind is USER and not command.on_properties:
+            handlers.update(totp=self._totp)
         if kind is VM and not command.on_properties:
             handlers.update(start=self._vm_start, stop=self._vm_stop,
                             disconnect=self._vm_disconnect, disconnect_user=self._vm_disconnect)

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from importlib import metadata
-from typing import Any, Generator, NoReturn, Optional, Sequence
+from typing import Any, Callable, Generator, NoReturn, Optional, Sequence
 
 from twisted.internet import defer, task
 from twisted.logger import (
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("-p", "--port", type=int, help="L7R port (client.host.port, 8443)")
     server.add_argument("-u", "--user", help="login, user[@tenant] (client.user.name, $QVDLOGIN)")
     server.add_argument("-w", "--password", help="password ($QVDPASSWORD; asked if missing)")
+    server.add_argument("--otp", nargs="?", const="", metavar="CODE",
+                        help="one-time code (TOTP) for servers that ask for one: appended to"
+                             " the password; without CODE it is asked for")
     server.add_argument("--token", help="authenticate with this token (Bearer) instead")
     server.add_argument("--ca", metavar="FILE", help="CA certificate(s) to verify the server with")
     server.add_argument("-n", "--insecure", action="store_true",
@@ -291,6 +294,15 @@ def report(error: ClientError, verbose: bool) -> None:
         log.error("({detail})", detail=error.detail)
 
 
+def with_otp(password: str, otp: str, ask: Callable[[str], str]) -> str:
+    """The password with the one-time code after it, as QVD clients send it (the
+    server's ``TOTP`` plugin takes the last digits); an empty ``otp`` is asked for."""
+    code = "".join((otp or ask("One-time code: ")).split())
+    if not code.isdigit():
+        raise ValueError("the one-time code must be digits (as your authenticator app shows)")
+    return password + code
+
+
 def _version() -> str:
     try:
         return metadata.version("qvd-node")
@@ -320,6 +332,16 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
                                Exit.USAGE), False)
             sys.exit(Exit.USAGE)
         settings.password = getpass.getpass(f"Password for {settings.user}: ")
+    if args.otp is not None:
+        if settings.token or (not args.otp and not sys.stdin.isatty()):
+            report(ClientError("--otp goes with a password (not --token); without a CODE it"
+                               " needs a terminal to ask for it.", Exit.USAGE), False)
+            sys.exit(Exit.USAGE)
+        try:
+            settings.password = with_otp(settings.password or "", args.otp, getpass.getpass)
+        except ValueError as e:
+            report(ClientError(f"{e}.", Exit.USAGE), False)
+            sys.exit(Exit.USAGE)
     task.react(_run, (settings, args, action))
 
 
