@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.postgres import Database as Database, drop_database, new_database
+from tests.support.postgres import TestDatabase as Database, drop_database, new_database
 
 
 @pytest.fixture
