@@ -48,7 +48,7 @@ class Model:
     filters_by_type: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     mandatory_filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     state_fields: tuple[str, ...] = ()
-    source_params: Optional[Callable] = None
+    shared: bool = True  # tenant admins also see the common tenant's (-1) rows in lists
 
     def filters_for(self, type_of_action: str) -> tuple[str, ...]:
         return self.filters_by_type.get(type_of_action, self.filters if type_of_action == "list"
@@ -529,7 +529,7 @@ TENANT_VIEWS = Model(
 
 LOG = Model(
     name="Log", log_object="log", id_sql="l.id", name_sql=None, tenant_sql="l.tenant_id",
-    source="log l",
+    source="log l", shared=False,
     columns={
         "id": Column("l.id", "int"),
         "admin_id": Column("l.administrator_id", "int"),

@@ -42,7 +42,8 @@ class Scope:
             return "TRUE", []
         if self.superadmin:
             return ("TRUE", []) if type_of_action == "list" else (f"{model.tenant_sql} <> -1", [])
-        tenants = [self.admin.tenant_id] + ([-1] if type_of_action == "list" else [])
+        shared = type_of_action == "list" and model.shared
+        tenants = [self.admin.tenant_id] + ([-1] if shared else [])
         return f"{model.tenant_sql} = ANY(%s)", [tenants]
 
 
