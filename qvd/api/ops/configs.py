@@ -21,6 +21,7 @@ from qvd.api.errors import APIError, success
 from qvd.api.filters import keys, parse_filter
 from qvd.api.query import page
 from qvd.config import GLOBAL_TENANT
+from qvd.db import queries
 
 HIDDEN = ("vma.", "internal.", "client.", "database.")
 FIELDS = ("key", "tenant_id", "operative_value", "default_value", "is_default")
@@ -175,7 +176,15 @@ def config_set(call: Call) -> Generator[Any, Any, dict]:
         yield audit.write(cursor, [call.entry(0, object_name=key, tenant_id=tenant_id)])
 
     yield call.database.run_interaction(transaction)
+    yield reload(call)
     return success(total=1, rows=[{"key": key, "tenant_id": tenant_id}])
+
+
+@defer.inlineCallbacks
+def reload(call: Call) -> Generator[Any, Any, None]:
+    """Our own change is in effect before we answer (NOTIFY reloads the others)."""
+    rows, ssl_rows = yield queries.load_configs(call.database)
+    call.config.replace_db_rows(rows, ssl_rows)
 
 
 @defer.inlineCallbacks
@@ -206,6 +215,7 @@ def config_delete(call: Call) -> Generator[Any, Any, dict]:
                                                   arguments={"key": key, "value": value})])
 
     yield call.database.run_interaction(transaction)
+    yield reload(call)
     return success(total=len(doomed), rows=[])
 
 
