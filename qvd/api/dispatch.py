@@ -83,7 +83,8 @@ class API:
         except LoginFailed as e:
             yield self._audit([login_entry(e.code, peer, source, e.admin, params.get("login"))])
             raise
-        yield self._audit([login_entry(0, peer, source, admin)])
+        if sid is not None:  # a login, not a request in a session (QVD 4 logged both)
+            yield self._audit([login_entry(0, peer, source, admin)])
         return admin, sid
 
     def _audit(self, entries: list[AuditEntry]) -> defer.Deferred[None]:

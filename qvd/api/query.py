@@ -107,7 +107,7 @@ class Selection:
     def where(self, extra: str = "TRUE", extra_params: Optional[list] = None) -> Where:
         joins: set[str] = set()
         params: list = []
-        tree_sql = "TRUE" if self.tree is None else self._node(self.tree, params, joins)
+        tree_sql = "TRUE" if self.tree is None else self._node(self.tree, params, joins, False)
         scope_sql, scope_params = self.scope.tenant_condition(self.model, self.type)
         parts = [tree_sql, scope_sql, extra]
         params += scope_params + (extra_params or [])
@@ -116,14 +116,19 @@ class Selection:
         return Where(" AND ".join(f"({p})" for p in parts if p != "TRUE") or "TRUE",
                      params, joins)
 
-    def _node(self, node: Node, params: list, joins: set[str]) -> str:
+    def _node(self, node: Node, params: list, joins: set[str], negated: bool) -> str:
         if isinstance(node, (And, Or)):
-            left = self._node(node.left, params, joins)
-            right = self._node(node.right, params, joins)
+            left = self._node(node.left, params, joins, negated)
+            right = self._node(node.right, params, joins, negated)
             return f"({left} {'AND' if isinstance(node, And) else 'OR'} {right})"
         if isinstance(node, Not):
-            return f"(NOT {self._node(node.operand, params, joins)})"
-        return self._compare(node, params, joins)
+            return f"(NOT {self._node(node.operand, params, joins, True)})"
+        cond = self._compare(node, params, joins)
+        if not negated and cond.startswith("COALESCE((") and cond.endswith("), FALSE)"):
+            # outside a NOT, WHERE treats NULL as false already; without the COALESCE
+            # the planner can estimate the condition and use indexes
+            return cond[len("COALESCE("):-len(", FALSE)")]
+        return cond
 
     def _compare(self, node: Compare, params: list, joins: set[str]) -> str:
         column = self.model.columns.get(node.key)

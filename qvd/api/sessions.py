@@ -90,14 +90,14 @@ class Sessions:
         """The administrator of a live session from this address, its expiry extended."""
         if not isinstance(sid, str) or not sid or len(sid) > 40:
             raise LoginFailed(3100 if not sid else 3200)
-        session = yield administrators.find_session(self.database, sid)
-        if session is None or (session.ip is not None and session.ip != peer):
+        found = yield administrators.find_session(self.database, sid)
+        if found is None or (found[0].ip is not None and found[0].ip != peer):
             raise LoginFailed(3200)
+        session, admin = found
         now = self._now()
         if session.expires < now:
             yield administrators.delete_session(self.database, sid)
             raise LoginFailed(3300)
-        admin = yield administrators.admin_by_id(self.database, session.admin_id)
         if admin is None:
             raise LoginFailed(3200)
         if admin.tenant_blocked:

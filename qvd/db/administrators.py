@@ -82,18 +82,24 @@ def create_session(db: Database, session: Session) -> defer.Deferred[None]:
                             (session.sid, session.data(), session.expires))
 
 
-def find_session(db: Database, sid: str) -> defer.Deferred[Optional[Session]]:
-    def row(rows: list[tuple[Any, ...]]) -> Optional[Session]:
+def find_session(db: Database, sid: str) -> defer.Deferred[Optional[tuple[Session, Optional[Administrator]]]]:
+    """The session and (in the same statement) its administrator, if it still exists."""
+    def row(rows: list[tuple[Any, ...]]) -> Optional[tuple[Session, Optional[Administrator]]]:
         if not rows:
             return None
         try:
             data = json.loads(rows[0][0] or "{}")
-            return Session(sid, int(data["admin_id"]), data.get("ip"), rows[0][1])
+            session = Session(sid, int(data["admin_id"]), data.get("ip"), rows[0][1])
         except (ValueError, KeyError, TypeError):
             return None  # not one of ours (e.g. written by QVD 4's API): log in again
+        admin = _admin(rows[0][2:]) if rows[0][2] is not None and \
+            rows[0][2] == session.admin_id else None
+        return session, admin
 
-    return db.run_query("SELECT data, expires FROM session WHERE sid = %s",
-                        (sid,)).addCallback(row)
+    return db.run_query(
+        "SELECT s.data, s.expires, x.* FROM session s LEFT JOIN LATERAL (" + _ADMIN +
+        " WHERE s.data LIKE '{%%' AND a.id = CAST(s.data::json ->> 'admin_id' AS integer)) x ON TRUE"
+        " WHERE s.sid = %s", (sid,)).addCallback(row)
 
 
 def extend_session(db: Database, sid: str, expires: int) -> defer.Deferred[None]:
