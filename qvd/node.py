@@ -1,4 +1,5 @@
-"""``twistd qvd-node``: what a real node runs, the HKD and the L7R in one reactor."""
+"""``twistd qvd-node``: what a real node runs, the HKD and the L7R in one reactor
+(with ``--api``, the administration API too)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "node.conf to read (default $QVD_CONFIG or /etc/qvd/node.conf)"],
     ]
+    optFlags = [["api", None, "also serve the administration API (as twistd qvd-api)"]]
 
 
 def makeService(options: Options) -> MultiService:
@@ -20,4 +22,8 @@ def makeService(options: Options) -> MultiService:
     node.setName("qvd-node")
     hkd.makeService({"config": options["config"]}).setServiceParent(node)
     l7r.makeService({"config": options["config"], "worker": False}).setServiceParent(node)
+    if options["api"]:
+        from qvd.api import service as api
+        api.makeService({"config": options["config"], "port": None,
+                         "plain": False}).setServiceParent(node)
     return node
