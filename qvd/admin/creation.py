@@ -12,6 +12,7 @@ import ipaddress
 import os
 import shutil
 import tempfile
+from typing import Optional
 
 from qvd.admin.base import AdminBase, AdminError, Result, to_address, to_bool, to_int
 from qvd.admin.command import Command
@@ -29,6 +30,26 @@ def vm_address_range(config: Config) -> tuple[ipaddress.IPv4Address, ipaddress.I
     except ValueError as e:
         raise AdminError(f"bad vm.network.ip.start/netmask ({start_text}/{mask}): {e}") from None
     return start, network.broadcast_address - 1
+
+
+def highest_free_address(config: Config, used: set[str]) -> Optional[str]:
+    """The highest VM address not in ``used`` (QVD 4 allocates downwards), or None."""
+    first, last = vm_address_range(config)
+    address = last
+    while address >= first:
+        if str(address) not in used:
+            return str(address)
+        address -= 1
+    return None
+
+
+def next_version(taken: set[str]) -> str:
+    """``YYYY-MM-DD-NNN``: today (UTC) and the first counter not in ``taken``."""
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    number = 0
+    while f"{today}-{number:03d}" in taken:
+        number += 1
+    return f"{today}-{number:03d}"
 
 
 class CreationMixin(AdminBase):
@@ -116,15 +137,12 @@ class CreationMixin(AdminBase):
 
     def _free_ip(self, cur) -> str:
         """The highest free VM address, as QVD 4 allocates them."""
-        first, last = vm_address_range(self.config)
         cur.execute("SELECT ip FROM vms WHERE ip IS NOT NULL")
-        used = {row[0] for row in cur.fetchall()}
-        address = last
-        while address >= first:
-            if str(address) not in used:
-                return str(address)
-            address -= 1
-        raise AdminError(f"no free VM address left between {first} and {last}")
+        address = highest_free_address(self.config, {row[0] for row in cur.fetchall()})
+        if address is None:
+            first, last = vm_address_range(self.config)
+            raise AdminError(f"no free VM address left between {first} and {last}")
+        return address
 
     def _new_di(self, cur, command: Command) -> int:
         values = self._named(command, ("disk_image", "path", "osf", "osf_name", "osf_id",
@@ -149,14 +167,8 @@ class CreationMixin(AdminBase):
 
     @staticmethod
     def _next_version(cur, osf_id: int) -> str:
-        today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-        cur.execute("SELECT version FROM dis WHERE osf_id = %s AND version LIKE %s",
-                    (osf_id, today + "-%"))
-        taken = {row[0] for row in cur.fetchall()}
-        number = 0
-        while f"{today}-{number:03d}" in taken:
-            number += 1
-        return f"{today}-{number:03d}"
+        cur.execute("SELECT version FROM dis WHERE osf_id = %s", (osf_id,))
+        return next_version({row[0] for row in cur.fetchall()})
 
     def _tag_new_di(self, cur, di_id: int, osf_id: int, version: str) -> None:
         """Version (fixed), ``head`` (moved here), ``default`` if the OSF has none."""

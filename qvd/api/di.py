@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Generator, Optional
+from typing import Any, Generator
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -87,7 +87,8 @@ class _Endpoint(resource.Resource):
         except Exception as e:
             log.warn("disk image {id} failed: {e}", id=di_id, e=e)
             code = e.code if isinstance(e, APIError) else failure_code
-            yield db.run_interaction(lambda c: dis.set_state(c, di_id, "fail", str(e), code))
+            message = str(e)
+            yield db.run_interaction(lambda c: dis.set_state(c, di_id, "fail", message, code))
             return
         yield db.run_interaction(lambda c: dis.set_state(c, di_id, "ready"))
         yield db.run_interaction(lambda c: dis.publish(c, di_id))

@@ -12,7 +12,7 @@ The SQL text here is trusted (written by us); values are always parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 from qvd.admin.filters import FieldType
 

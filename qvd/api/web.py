@@ -58,6 +58,11 @@ def read_params(request: server.Request) -> dict[str, Any]:
     for key, values in (request.args or {}).items():
         if values:
             params[key.decode("utf-8", "replace")] = values[-1].decode("utf-8", "replace")
+    return decode_json_keys(params)
+
+
+def decode_json_keys(params: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-valued keys of query/form parameters, decoded (6100 if not JSON)."""
     for key in JSON_KEYS:
         if isinstance(params.get(key), str):
             try:

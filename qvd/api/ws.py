@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from qvd.api.call import Call
 from qvd.api.dispatch import API
 from qvd.api.errors import APIError
-from qvd.api.web import JSON_KEYS, _decode_booleans
+from qvd.api.web import decode_json_keys
 
 log = Logger()
 
@@ -34,14 +34,7 @@ KEEPALIVE = 25.0
 
 
 def query_params(params: dict[str, list[str]]) -> dict[str, Any]:
-    decoded: dict[str, Any] = {k: v[-1] for k, v in params.items() if v}
-    for key in JSON_KEYS:
-        if isinstance(decoded.get(key), str):
-            try:
-                decoded[key] = _decode_booleans(json.loads(decoded[key]))
-            except ValueError:
-                raise APIError(6100, key) from None
-    return decoded
+    return decode_json_keys({k: v[-1] for k, v in params.items() if v})
 
 
 def tenant_of(payload: str) -> Optional[int]:

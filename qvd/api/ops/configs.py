@@ -15,7 +15,7 @@ from typing import Any, Generator, Optional
 from twisted.internet import defer, threads
 
 from qvd import audit
-from qvd.admin.filters import And, Compare, Node, Not, Or, ValueList, ValueRange
+from qvd.admin.filters import And, Node, Not, Or, ValueList, ValueRange
 from qvd.api.call import Call
 from qvd.api.errors import APIError, success
 from qvd.api.filters import keys, parse_filter

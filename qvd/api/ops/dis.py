@@ -9,6 +9,7 @@ from typing import Any, Generator, Optional
 
 from twisted.internet import defer, threads
 
+from qvd.admin.creation import next_version
 from qvd.api.call import Call
 from qvd.api.errors import APIError
 from qvd.api.model import DI
@@ -44,16 +45,10 @@ UNDELETABLE_TAGS = ("head", "default")
 
 
 @defer.inlineCallbacks
-def next_version(cursor: Any, osf_id: int) -> Generator[Any, Any, str]:
-    """``YYYY-MM-DD-NNN``: today (UTC) and the first free counter for the OSF."""
-    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    yield cursor.execute("SELECT version FROM dis WHERE osf_id = %s AND version LIKE %s",
-                         (osf_id, today + "-%"))
-    taken = {r[0] for r in cursor.fetchall()}
-    number = 0
-    while f"{today}-{number:03d}" in taken:
-        number += 1
-    return f"{today}-{number:03d}"
+def osf_next_version(cursor: Any, osf_id: int) -> Generator[Any, Any, str]:
+    """The default version of a new DI of the OSF (``YYYY-MM-DD-NNN``)."""
+    yield cursor.execute("SELECT version FROM dis WHERE osf_id = %s", (osf_id,))
+    return next_version({r[0] for r in cursor.fetchall()})
 
 
 @defer.inlineCallbacks
@@ -82,7 +77,7 @@ def _insert(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any
         raise APIError(7110, "osf_id")
     version = values["version"]
     if version == "-":
-        version = yield next_version(cursor, osf_id)
+        version = yield osf_next_version(cursor, osf_id)
     path = os.path.basename(convert(call, "disk_image", values["disk_image"], "str") or "")
     if not path:
         raise APIError(6330, "disk_image")

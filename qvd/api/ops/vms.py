@@ -8,7 +8,7 @@ from typing import Any, Generator
 
 from twisted.internet import defer
 
-from qvd.admin.creation import vm_address_range
+from qvd.admin.creation import highest_free_address
 from qvd.api.call import Call
 from qvd.api.errors import APIError
 from qvd.api.model import VM
@@ -54,18 +54,14 @@ SPEC = Spec(
 
 @defer.inlineCallbacks
 def _allocate_ip(call: Call, cursor: Any) -> Generator[Any, Any, str]:
-    try:
-        first, last = vm_address_range(call.config)
-    except Exception as e:
-        raise APIError(6330, "ip", str(e)) from None
     yield cursor.execute("SELECT ip FROM vms WHERE ip IS NOT NULL")
-    used = {r[0] for r in cursor.fetchall()}
-    address = last
-    while address >= first:
-        if str(address) not in used:
-            return str(address)
-        address -= 1
-    raise APIError(6330, "ip", "no free VM address left")
+    try:
+        address = highest_free_address(call.config, {r[0] for r in cursor.fetchall()})
+    except Exception as e:  # a bad vm.network.* setting
+        raise APIError(6330, "ip", str(e)) from None
+    if address is None:
+        raise APIError(6330, "ip", "no free VM address left")
+    return address
 
 
 @defer.inlineCallbacks
