@@ -319,3 +319,32 @@ def test_properties_views_statistics_and_staging(api: RunningAPI, superadmin: Se
     assert stats["users_count"] >= 1 and "top_populated_hosts" in stats
     open(f"{api.directory}/storage/staging/img.tar.gz", "wb").close()
     assert superadmin.ok("dis_in_staging")["rows"] == [{"name": "img.tar.gz"}]
+
+
+def test_di_from_staging_is_copied_and_published(api: RunningAPI, superadmin: Session) -> None:
+    import os
+    import time
+    tenant = superadmin.ok("tenant_create", arguments={"name": "staging"})["rows"][0]["id"]
+    osf = superadmin.ok("osf_create", arguments={"tenant_id": tenant, "name": "o"})["rows"][0]["id"]
+    with open(f"{api.directory}/storage/staging/desk.tar.gz", "wb") as f:
+        f.write(b"image bytes")
+    answer = superadmin.client.call({"sid": superadmin.sid, "arguments": {
+        "osf_id": osf, "disk_image": "desk.tar.gz"}}, "/api/di/staging")
+    envelope_ok(answer)
+    di = answer["rows"][0]["id"]
+    deadline = time.monotonic() + 10
+    while api.db.query("SELECT CAST(state AS text) FROM di_runtimes WHERE di_id = %s",
+                       (di,)) != [("published",)]:
+        assert time.monotonic() < deadline, "the DI was not published within 10 s"
+        time.sleep(0.05)
+    with open(os.path.join(api.directory, "storage", "images", f"{di}-desk.tar.gz"), "rb") as f:
+        assert f.read() == b"image bytes"
+    missing = superadmin.client.call({"sid": superadmin.sid, "arguments": {
+        "osf_id": osf, "disk_image": "nothing-here.tar.gz", "version": "x"}}, "/api/di/staging")
+    envelope_ok(missing)  # answered at once; the copy fails afterwards
+    failed = missing["rows"][0]["id"]
+    deadline = time.monotonic() + 10
+    while api.db.query("SELECT CAST(state AS text), error_code FROM di_runtimes WHERE di_id = %s",
+                       (failed,)) != [("fail", 2240)]:
+        assert time.monotonic() < deadline, "the missing image did not fail the DI"
+        time.sleep(0.05)
