@@ -277,6 +277,17 @@ class Config:
         """A comma-separated value as a list of trimmed, non-empty items."""
         return [item.strip() for item in self.get(key, tenant, "").split(",") if item.strip()]
 
+    def db_values(self, tenant: int = GLOBAL_TENANT) -> dict[str, str]:
+        """The ``configs`` rows of one tenant, unexpanded (the API's config_get)."""
+        return dict(self._db.get(int(tenant), {}))
+
+    def tenants_in_db(self) -> list[int]:
+        return sorted(self._db)
+
+    def fallback(self, key: str) -> Optional[str]:
+        """What ``key`` is without the database: node.conf, else the built-in default."""
+        return self._file.get(key, self._defaults.get(key))
+
     def effective(self) -> dict[str, str]:
         """Every known key with its global value, expanded (what a child's config file
         needs: the HKD writes each process VM's vma.conf from it)."""

@@ -44,11 +44,13 @@ class Options(usage.Options):
     ]
 
 
-KINDS = {"qvd-hkd": "HKD", "qvd-l7r": "L7R", "qvd-node": "node"}
+KINDS = {"qvd-hkd": "HKD", "qvd-l7r": "L7R", "qvd-node": "node", "qvd-api": "API"}
 
 
-def prepare(config_path: Optional[str], name: str) -> tuple[Config, int]:
-    """node.conf with the ``configs`` tables laid over it, and this node's ``hosts.id``.
+def prepare(config_path: Optional[str], name: str,
+            host: bool = True) -> tuple[Config, Optional[int]]:
+    """node.conf with the ``configs`` tables laid over it, and this node's ``hosts.id``
+    (None when ``host`` is false: the API may run on a machine that is not a node).
 
     Blocking, so only before the reactor runs; fails with ``ConfigError``,
     ``DatabaseError`` or ``StartError``.
@@ -68,6 +70,8 @@ def prepare(config_path: Optional[str], name: str) -> tuple[Config, int]:
         apply_configs_now(conn, config)
     finally:
         conn.close()
+    if not host:
+        return config, None
     if not rows:
         raise StartError(f"no host named {nodename!r} (nodename) in QVD-DB:"
                          f" create it with 'qa host new name={nodename},address=<its IP>'")
@@ -85,7 +89,7 @@ STARTUP_ERRORS = (ConfigError, DatabaseError, StartError)
 class NodeDaemon(MultiService):
     """One daemon process of a node: the shared resources, then its services."""
 
-    def __init__(self, config: Config, host_id: int, name: str, reactor: Any = None):
+    def __init__(self, config: Config, host_id: Optional[int], name: str, reactor: Any = None):
         super().__init__()
         self.setName(name)
         self.config = config

@@ -52,6 +52,7 @@ database.password = {password}
 path.run = {data}/run
 path.log = {data}/log
 path.storage.root = {data}/storage
+path.api.ssl = {data}/run/api/ssl
 vm.hypervisor = process
 """
 
@@ -195,6 +196,9 @@ def setup(data: str, port: Optional[int] = None, system_conf: str = SYSTEM_CONF)
     if ensure_certificate(config.get("path.l7r.ssl.key"), config.get("path.l7r.ssl.cert"),
                           config.get("nodename")):
         created.append("self-signed L7R certificate")
+    if ensure_certificate(config.get("path.api.ssl.key"), config.get("path.api.ssl.cert"),
+                          config.get("nodename")):
+        created.append("self-signed API certificate")
     published = bool(system_conf) and publish_system_conf(conf_path, system_conf, data)
     return _summary(data, conf_path, system_conf, published, values, created,
                     vm.rows[0][0], config.get("path.l7r.ssl.cert"))
@@ -223,6 +227,7 @@ def _summary(data: str, conf_path: str, system_conf: str, published: bool, value
         f"  demo data  host {values['nodename']}, tenant default, user demo / password demo,"
         f" OSF demo, DI, VM demo (id {vm_id}) — {made}\n"
         "  try        qa vm get\n"
+        "  API        log in as superadmin / superadmin (tenant '*'): README, 'The administration API'\n"
     )
 
 

@@ -1,21 +1,25 @@
-"""``twistd qvd-node``: what a real node runs, the HKD and the L7R in one reactor, sharing
-one configuration, database pool and LISTEN connection (``NodeDaemon``).
+"""``twistd qvd-node``: what a real node runs, the HKD and the L7R in one reactor (with
+``--api``, the administration API too), sharing one configuration, database pool and
+LISTEN connection (``NodeDaemon``).
 
-The daemon stops its services last first: the L7R (its sessions cut and their rows
-reset), then the HKD (the VMs stopped), then it closes the database.
+The daemon stops its services last first: the API, the L7R (its sessions cut and their
+rows reset), then the HKD (the VMs stopped), then it closes the database.
 """
 
 from __future__ import annotations
 
 from twisted.python import usage
 
+from qvd.api.service import APIService
 from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, prepare
-from qvd.daemon import Options
+from qvd.daemon import Options as DaemonOptions
 from qvd.hkd.service import HKDService, prepare_hkd
 from qvd.l7r.service import L7RService
 from qvd.l7r.tls import L7RContextFactory, TLSConfigError
 
-__all__ = ["Options", "makeService"]
+
+class Options(DaemonOptions):
+    optFlags = [["api", None, "also serve the administration API (as twistd qvd-api)"]]
 
 
 def makeService(options: usage.Options) -> NodeDaemon:
@@ -23,9 +27,11 @@ def makeService(options: usage.Options) -> NodeDaemon:
         config, host_id = prepare(options["config"], "qvd-node")
         prepare_hkd(config)
         tls = L7RContextFactory(config) if config.get_bool("l7r.use_ssl") else None
-    except (*STARTUP_ERRORS, TLSConfigError) as e:
+        daemon = NodeDaemon(config, host_id, "qvd-node")
+        HKDService(daemon).setServiceParent(daemon)
+        L7RService(daemon, tls=tls).setServiceParent(daemon)
+        if options["api"]:
+            APIService(daemon).setServiceParent(daemon)
+    except (*STARTUP_ERRORS, TLSConfigError, ValueError) as e:
         raise cannot_start("qvd-node", e) from None
-    daemon = NodeDaemon(config, host_id, "qvd-node")
-    HKDService(daemon).setServiceParent(daemon)
-    L7RService(daemon, tls=tls).setServiceParent(daemon)
     return daemon

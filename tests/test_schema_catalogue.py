@@ -74,7 +74,8 @@ class Table:
     fks: list[FK] = field(default_factory=list)
 
     def unique_constraints(self) -> dict[str, tuple[str, ...]]:
-        return {"_".join((self.name,) + cols): cols for cols in self.unique}
+        # PostgreSQL keeps the first 63 characters of a longer identifier
+        return {"_".join((self.name,) + cols)[:63]: cols for cols in self.unique}
 
     def foreign_keys(self) -> dict[str, tuple]:
         return {
@@ -106,6 +107,29 @@ def properties(table: str, object_column: str, owner: str) -> Table:
             FK(object_column, owner, "id", CASCADE, CASCADE),
             FK("property_id", "qvd_object_properties_list", "id", on_delete=CASCADE),
         ],
+    )
+
+
+VIEW_TYPE_ENUM = "administrator_and_tenant_views_setups_view_type_enum"
+DEVICE_TYPE_ENUM = "administrator_and_tenant_views_setups_device_type_enum"
+
+
+def views_setups(name: str, owner_column: str, owner: str) -> Table:
+    """The WAT's per-tenant or per-administrator column and filter setup."""
+    return Table(
+        name,
+        [
+            Col("id", INT, NN, SERIAL),
+            Col("field", vc(64), NN),
+            Col(owner_column, INT, NN),
+            Col("visible", BOOL, NN),
+            Col("view_type", VIEW_TYPE_ENUM, NN),
+            Col("device_type", DEVICE_TYPE_ENUM, NN),
+            Col("qvd_object", QVD_OBJECT_ENUM, NN),
+        ],
+        pk=("id",),
+        unique=[(owner_column, "field", "view_type", "device_type", "qvd_object")],
+        fks=[FK(owner_column, owner, "id", CASCADE, CASCADE)],
     )
 
 
@@ -334,7 +358,100 @@ EXPECTED_TABLES: dict[str, Table] = {t.name: t for t in [
     ], pk=("component",)),
     log_table("log", wat=False),
     log_table("wat_log", wat=True),
+    # administration (API and WAT)
+    Table("administrators", [
+        Col("tenant_id", INT, NN),
+        Col("id", INT, NN, SERIAL),
+        Col("name", vc(64), NN),
+        Col("description", vc(32768)),
+        Col("password", vc(64)),
+    ], pk=("id",), unique=[("name", "tenant_id")],
+        fks=[FK("tenant_id", "tenants", "id", CASCADE, CASCADE)]),
+    Table("roles", [
+        Col("id", INT, NN, SERIAL),
+        Col("tenant_id", INT, NN),
+        Col("name", vc(64), NN),
+        Col("description", vc(32768)),
+        Col("internal", BOOL, NN, "false"),
+        Col("fixed", BOOL, NN, "false"),
+    ], pk=("id",), unique=[("name", "tenant_id")],
+        fks=[FK("tenant_id", "tenants", "id", CASCADE, CASCADE)]),
+    Table("acls", [
+        Col("id", INT, NN, SERIAL),
+        Col("name", vc(64), NN),
+        Col("description", vc(80)),
+    ], pk=("id",), unique=[("name",)]),
+    Table("acl_role_relations", [
+        Col("id", INT, NN, SERIAL),
+        Col("acl_id", INT, NN),
+        Col("role_id", INT, NN),
+        Col("positive", BOOL, NN),
+    ], pk=("id",), unique=[("role_id", "acl_id")], fks=[
+        FK("acl_id", "acls", "id", CASCADE, CASCADE),
+        FK("role_id", "roles", "id", CASCADE, CASCADE),
+    ]),
+    Table("role_role_relations", [
+        Col("id", INT, NN, SERIAL),
+        Col("inheritor_id", INT, NN),
+        Col("inherited_id", INT, NN),
+    ], pk=("id",), unique=[("inheritor_id", "inherited_id")], fks=[
+        FK("inheritor_id", "roles", "id", CASCADE, CASCADE),
+        FK("inherited_id", "roles", "id", CASCADE, CASCADE),
+    ]),
+    Table("role_administrator_relations", [
+        Col("id", INT, NN, SERIAL),
+        Col("role_id", INT, NN),
+        Col("administrator_id", INT, NN),
+    ], pk=("id",), unique=[("role_id", "administrator_id")], fks=[
+        FK("role_id", "roles", "id", CASCADE, CASCADE),
+        FK("administrator_id", "administrators", "id", CASCADE, CASCADE),
+    ]),
+    Table("wat_setups_by_administrators", [
+        Col("id", INT, NN, SERIAL),
+        Col("block", INT, NN, "10"),
+        Col("language", "language_enum", NN, "auto"),
+        Col("administrator_id", INT, NN),
+    ], pk=("id",), unique=[("administrator_id",)],
+        fks=[FK("administrator_id", "administrators", "id", CASCADE, CASCADE)]),
+    Table("wat_setups_by_tenants", [
+        Col("id", INT, NN, SERIAL),
+        Col("block", INT, NN, "10"),
+        Col("language", "language_enum", NN, "auto"),
+        Col("tenant_id", INT, NN),
+    ], pk=("id",), unique=[("tenant_id",)],
+        fks=[FK("tenant_id", "tenants", "id", CASCADE, CASCADE)]),
+    views_setups("views_setups_attributes_tenant", "tenant_id", "tenants"),
+    views_setups("views_setups_attributes_administrator", "administrator_id", "administrators"),
+    Table("views_setups_properties_tenant", [
+        Col("id", INT, NN, SERIAL),
+        Col("qvd_obj_prop_id", INT, NN),
+        Col("visible", BOOL, NN),
+        Col("view_type", VIEW_TYPE_ENUM, NN),
+        Col("device_type", DEVICE_TYPE_ENUM, NN),
+    ], pk=("id",), unique=[("qvd_obj_prop_id", "view_type", "device_type")],
+        fks=[FK("qvd_obj_prop_id", "qvd_object_properties_list", "id", CASCADE, CASCADE)]),
+    Table("views_setups_properties_administrator", [
+        Col("id", INT, NN, SERIAL),
+        Col("administrator_id", INT, NN),
+        Col("qvd_obj_prop_id", INT, NN),
+        Col("visible", BOOL, NN),
+        Col("view_type", VIEW_TYPE_ENUM, NN),
+        Col("device_type", DEVICE_TYPE_ENUM, NN),
+    ], pk=("id",), unique=[("administrator_id", "qvd_obj_prop_id", "view_type", "device_type")],
+        fks=[FK("administrator_id", "administrators", "id", CASCADE, CASCADE),
+             FK("qvd_obj_prop_id", "qvd_object_properties_list", "id", CASCADE, CASCADE)]),
+    Table("session", [
+        Col("sid", vc(40), NN),
+        Col("data", TEXT),
+        Col("expires", INT, NN),
+    ], pk=("sid",)),
 ]}
+
+# Indexes we add beyond the reference's: the API looks up each object's creation and
+# deletion rows in the log, which grows with every API request.
+EXTRA_INDEXES: dict[str, dict[str, tuple[tuple[str, ...], bool]]] = {
+    "log": {"log_idx_object": (("qvd_object", "object_id"), False)},
+}
 
 EXPECTED_LOOKUP_ROWS: dict[str, set[str]] = {
     "vm_states": {"stopped", "starting", "running", "stopping", "zombie", "debugging"},
@@ -406,7 +523,12 @@ EXPECTED_TRIGGERS: dict[str, Trigger] = {
     "di_runtimes_changed_trigger": Trigger("di_runtimes", "UPDATE"),
 }
 
-SERIAL_TABLES_WITH_INITIAL_ROWS = {"tenants": 2}  # ids -1, 0, 1 -> max + 1
+# max(id) + 1 of the tables with initial rows (tenants -1..1, QVD 4's administration data)
+SERIAL_TABLES_WITH_INITIAL_ROWS = {
+    "tenants": 2, "administrators": 3, "roles": 68, "acls": 332, "acl_role_relations": 251,
+    "role_role_relations": 87, "role_administrator_relations": 3,
+    "wat_setups_by_administrators": 3, "wat_setups_by_tenants": 2, "log": 3,
+}
 FIRST_ID = 10000
 
 # --------------------------------------------------------------------------------------
@@ -633,6 +755,7 @@ def test_indexes(deployed: Database) -> None:
     for table in EXPECTED_TABLES.values():
         expected = {n: (c, True) for n, c in table.unique_constraints().items()}
         expected.update({n: (c, False) for n, c in table.fk_indexes().items()})
+        expected.update(EXTRA_INDEXES.get(table.name, {}))
         actual = found.get(table.name, {})
         for name in sorted(set(expected) | set(actual)):
             if expected.get(name) != actual.get(name):

@@ -1,24 +1,37 @@
-"""``qa``: the QVD administration command line (``qa4`` syntax), straight on QVD-DB.
+"""``qa``: the QVD administration command line (``qa4`` syntax).
 
-    qa [-c node.conf] [--format table|json] <object> [<filters>] <action> [<arguments>]
+    qa [-c node.conf] [--format table|json|csv] <object> [<filters>] <action> [<arguments>]
+    qa --api URL [--login L --password P --tenant T] <object> ... | login | logout | password
+
+Direct mode (no --api, no qa.url in qa.conf) works straight on QVD-DB with the
+node's database credentials: for root on a node.  API mode goes through QVD's
+administration API with an administrator's rights (``qvd.admin.api_mode``).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from typing import Any, Optional, Sequence, TextIO
 
+from qvd.admin import qaconf
+from qvd.admin.api_mode import Credentials, RemoteAdmin
 from qvd.admin.command import UsageError, parse_command
 from qvd.admin.objects import KINDS
 from qvd.admin.ops import Admin, AdminError, Result
+from qvd.admin.remote import APIClient, APIUnreachable
 from qvd.config import Config, ConfigError
 from qvd.db import DatabaseError, connect_sync
 from qvd.db.configs import apply_configs_now
 
 EPILOG = """\
-objects: {objects}
+modes: without --api (and without qa.url in qa.conf) qa works directly on QVD-DB
+       with node.conf's database credentials: for root on a node.  With --api URL
+       it goes through the administration API as the administrator logged in
+       ('qa --api URL login', or --login/--password/--tenant, or qa.conf).
+objects: {objects}; with --api also role, acl, admin, log, property
 actions: new, get, set, del, block, unblock, di tag/untag, config ssl,
          <object> <filters> set property k=v, get property, del property k,
          user <filter> totp new|del (TOTP second factor: secret, URI, QR code)
@@ -73,16 +86,102 @@ def render_json(result: Result) -> str:
     return json.dumps(document, ensure_ascii=False) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None, stdout: TextIO = sys.stdout,
-         stderr: TextIO = sys.stderr) -> int:
+def render_csv(result: Result) -> str:
+    """qa4's CSV: a header line, then one line per row, fields separated by ';'."""
+    lines = [";".join(result.columns)] + [";".join(_cell(v) for v in row) for row in result.rows]
+    return "\n".join(lines) + "\n" if result.columns else f"{result.total}\n"
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="qa", description="QVD administration (qa4 syntax) on QVD-DB.",
+        prog="qa", description="QVD administration (qa4 syntax), on QVD-DB or through the API.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config",
                         help="node.conf to read (default: $QVD_CONFIG or /etc/qvd/node.conf)")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("-f", "--format", type=str.lower,
+                        choices=("table", "json", "csv"), default=None)
+    parser.add_argument("-u", "--api", "--url", dest="url",
+                        help="the administration API, e.g. https://node:443/ (qa.url)")
+    parser.add_argument("-l", "--login", help="administrator (qa.login)")
+    parser.add_argument("-p", "--password", help="its password (qa.password)")
+    parser.add_argument("-t", "--tenant", help="its tenant's name, '*' for superadmins (qa.tenant)")
+    parser.add_argument("--ca", help="CA certificate of the API (qa.ca)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="do not verify the API's certificate (qa.insecure)")
+    parser.add_argument("--force", action="store_true",
+                        help="allow changes without a filter (they apply to every object)")
     parser.add_argument("words", nargs=argparse.REMAINDER, metavar="<object> ... <action> ...")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _api_session(args: argparse.Namespace, conf: dict[str, str], stdout: TextIO,
+                 stderr: TextIO) -> int:
+    """``qa --api``: login, logout and password, or one command."""
+    client = APIClient(args.url, ca=args.ca or conf.get("qa.ca"),
+                       insecure=args.insecure or qaconf.flag(conf, "qa.insecure"))
+    credentials = Credentials(args.login or conf.get("qa.login"),
+                              args.password or conf.get("qa.password"),
+                              args.tenant or conf.get("qa.tenant"))
+    words = args.words
+    if words and words[0] == "login":
+        return _login(client, credentials, stdout)
+    if not (args.login or args.password):
+        credentials.sid = qaconf.saved_sid(client.url)
+    admin = RemoteAdmin(client, credentials, force=args.force)
+    if words and words[0] == "logout":
+        admin.client.call({**credentials.keys()}, "/api/logout")
+        qaconf.save_sid(client.url, None)
+        stdout.write("logged out\n")
+        return 0
+    if words and words[0] == "password":
+        new = words[1] if len(words) > 1 else getpass.getpass("new password: ")
+        admin.call("myadmin_update", arguments={"password": new})
+        stdout.write("password changed\n")
+        return 0
+    if words and words[0] == "version":
+        stdout.write(str(client.call({}, "/api/info").get("version", {}).get("database")) + "\n")
+        return 0
+    command = parse_command(words)
+    result = admin.run(command)
+    fmt = args.format or conf.get("qa.format", "table").lower()
+    render = {"json": render_json, "csv": render_csv}.get(fmt, render_table)
+    stdout.write(render(result))
+    return 0
+
+
+def _login(client: APIClient, credentials: Credentials, stdout: TextIO) -> int:
+    info = client.call({}, "/api/info")
+    login = credentials.login or input("login: ")
+    tenant = credentials.tenant
+    if info.get("multitenant") and not tenant:
+        tenant = input("tenant: ")
+    password = credentials.password or getpass.getpass("password: ")
+    keys = {"action": "current_admin_setup", "login": login, "password": password,
+            "parameters": {"source": "CLI"}}
+    if tenant:
+        keys["tenant"] = tenant
+    answer = client.call(keys)
+    if answer.get("status") != 0:
+        raise AdminError(answer.get("message", "login failed"))
+    qaconf.save_sid(client.url, answer["sid"])
+    stdout.write(f"logged in as {answer['admin_name']} (tenant {answer['tenant_name']})\n")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None, stdout: TextIO = sys.stdout,
+         stderr: TextIO = sys.stderr) -> int:
+    args = _parser().parse_args(argv)
+    conf = qaconf.read()
+    args.url = args.url or conf.get("qa.url")
+    if args.url:
+        try:
+            return _api_session(args, conf, stdout, stderr)
+        except UsageError as e:
+            print(f"qa: {e}", file=stderr)
+            return 2
+        except (AdminError, APIUnreachable, EOFError) as e:
+            print(f"qa: {e}", file=stderr)
+            return 1
     try:
         command = parse_command(args.words)
     except UsageError as e:
@@ -99,7 +198,7 @@ def main(argv: Optional[Sequence[str]] = None, stdout: TextIO = sys.stdout,
     except (AdminError, ConfigError, DatabaseError) as e:
         print(f"qa: {e}", file=stderr)
         return 1
-    render = render_json if args.format == "json" else render_table
+    render = {"json": render_json, "csv": render_csv}.get(args.format or "table", render_table)
     stdout.write(render(result))
     return 0
 

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 ACTIONS = (
     "new", "get", "set", "del", "block", "unblock", "tag", "untag",
     "start", "stop", "disconnect", "disconnect_user", "ssl", "totp",
+    "assign", "unassign", "can",  # qa --api only (roles, ACLs, properties)
 )
 KEYWORDS = ("order", "default", "property")
 _NEXT_ARGUMENT = re.compile(r"\s+(?:\w+\s*(?:=|~|!=|<|>)|(?:%s)(?:\s|,|$))" % "|".join(KEYWORDS))

@@ -28,6 +28,15 @@ def vm_address_range(config: Config) -> tuple[ipaddress.IPv4Address, ipaddress.I
         raise AdminError(str(e)) from None
 
 
+def next_version(taken: set[str]) -> str:
+    """``YYYY-MM-DD-NNN``: today (UTC) and the first counter not in ``taken``."""
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    number = 0
+    while f"{today}-{number:03d}" in taken:
+        number += 1
+    return f"{today}-{number:03d}"
+
+
 class CreationMixin(AdminBase):
     """``new`` for every object kind, and the tags of DIs."""
 
@@ -113,12 +122,12 @@ class CreationMixin(AdminBase):
 
     def _free_ip(self, cur) -> str:
         """The highest free VM address, as QVD 4 allocates them."""
-        first, last = vm_address_range(self.config)
         cur.execute("SELECT ip FROM vms WHERE ip IS NOT NULL")
+        first, last = vm_address_range(self.config)
         address = highest_free_address(first, last, (row[0] for row in cur.fetchall()))
-        if address is not None:
-            return address
-        raise AdminError(f"no free VM address left between {first} and {last}")
+        if address is None:
+            raise AdminError(f"no free VM address left between {first} and {last}")
+        return address
 
     def _new_di(self, cur, command: Command) -> int:
         values = self._named(command, ("disk_image", "path", "osf", "osf_name", "osf_id",
@@ -143,14 +152,8 @@ class CreationMixin(AdminBase):
 
     @staticmethod
     def _next_version(cur, osf_id: int) -> str:
-        today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-        cur.execute("SELECT version FROM dis WHERE osf_id = %s AND version LIKE %s",
-                    (osf_id, today + "-%"))
-        taken = {row[0] for row in cur.fetchall()}
-        number = 0
-        while f"{today}-{number:03d}" in taken:
-            number += 1
-        return f"{today}-{number:03d}"
+        cur.execute("SELECT version FROM dis WHERE osf_id = %s", (osf_id,))
+        return next_version({row[0] for row in cur.fetchall()})
 
     def _tag_new_di(self, cur, di_id: int, osf_id: int, version: str) -> None:
         """Version (fixed), ``head`` (moved here), ``default`` if the OSF has none."""

@@ -18,7 +18,10 @@ class AlreadyDeployed(DatabaseError):
 
 
 def schema_sql() -> str:
-    return resources.files("qvd.db").joinpath("schema.sql").read_text(encoding="utf-8")
+    """The tables, views and triggers, then QVD 4's initial administration data."""
+    files = resources.files("qvd.db")
+    return "\n".join(files.joinpath(name).read_text(encoding="utf-8")
+                     for name in ("schema.sql", "admin_data.sql"))
 
 
 def deployed_version(conn) -> Optional[str]:

@@ -11,7 +11,11 @@ DROP TABLE IF EXISTS
     qvd_object_properties_list, properties_list, user_tokens, user_auth_parameters,
     vm_counters, vm_runtimes, vms, di_runtimes, di_tags, dis, osfs,
     host_counters, host_runtimes, hosts, configs, ssl_configs, versions, log, wat_log,
-    users, tenants, user_states, user_cmds, host_states, host_cmds, vm_states, vm_cmds
+    users, tenants, user_states, user_cmds, host_states, host_cmds, vm_states, vm_cmds,
+    acl_role_relations, role_role_relations, role_administrator_relations, acls, roles,
+    wat_setups_by_administrators, wat_setups_by_tenants, views_setups_attributes_administrator,
+    views_setups_attributes_tenant, views_setups_properties_administrator,
+    views_setups_properties_tenant, administrators, session
     CASCADE;
 
 DROP TYPE IF EXISTS administrator_and_tenant_views_setups_device_type_enum CASCADE;
@@ -636,3 +640,270 @@ INSERT INTO tenants (id, name, description) VALUES
     (-1, '-', 'invalid tenant'), (0, '*', 'supertenant'), (1, 'default', 'tenant1');
 INSERT INTO configs (tenant_id, key, value) VALUES (-1, 'wat.multitenant', '1');
 INSERT INTO versions (component, version) VALUES ('schema', '4.3.0');
+
+-- administration (the API and the WAT) ---------------------------------------------------
+-- (Constraint names longer than PostgreSQL's 63 characters are cut by the server.)
+-- Administrators, their roles and ACLs, per-tenant and per-administrator WAT settings
+-- and column setups, and API sessions; initial rows in admin_data.sql.
+
+CREATE TABLE administrators (
+    tenant_id integer NOT NULL,
+    id serial NOT NULL,
+    name varchar(64) NOT NULL,
+    description varchar(32768),
+    password varchar(64),
+    PRIMARY KEY (id),
+    CONSTRAINT administrators_name_tenant_id UNIQUE (name, tenant_id)
+);
+CREATE INDEX administrators_idx_tenant_id ON administrators (tenant_id);
+
+CREATE TABLE roles (
+    id serial NOT NULL,
+    tenant_id integer NOT NULL,
+    name varchar(64) NOT NULL,
+    description varchar(32768),
+    internal boolean DEFAULT '0' NOT NULL,
+    fixed boolean DEFAULT '0' NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT roles_name_tenant_id UNIQUE (name, tenant_id)
+);
+CREATE INDEX roles_idx_tenant_id ON roles (tenant_id);
+
+CREATE TABLE acls (
+    id serial NOT NULL,
+    name varchar(64) NOT NULL,
+    description varchar(80),
+    PRIMARY KEY (id),
+    CONSTRAINT acls_name UNIQUE (name)
+);
+
+CREATE TABLE acl_role_relations (
+    id serial NOT NULL,
+    acl_id integer NOT NULL,
+    role_id integer NOT NULL,
+    positive boolean NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT acl_role_relations_role_id_acl_id UNIQUE (role_id, acl_id)
+);
+CREATE INDEX acl_role_relations_idx_acl_id ON acl_role_relations (acl_id);
+CREATE INDEX acl_role_relations_idx_role_id ON acl_role_relations (role_id);
+
+CREATE TABLE role_role_relations (
+    id serial NOT NULL,
+    inheritor_id integer NOT NULL,
+    inherited_id integer NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT role_role_relations_inheritor_id_inherited_id UNIQUE (inheritor_id, inherited_id)
+);
+CREATE INDEX role_role_relations_idx_inheritor_id ON role_role_relations (inheritor_id);
+CREATE INDEX role_role_relations_idx_inherited_id ON role_role_relations (inherited_id);
+
+CREATE TABLE role_administrator_relations (
+    id serial NOT NULL,
+    role_id integer NOT NULL,
+    administrator_id integer NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT role_administrator_relations_role_id_administrator_id UNIQUE (role_id, administrator_id)
+);
+CREATE INDEX role_administrator_relations_idx_role_id ON role_administrator_relations (role_id);
+CREATE INDEX role_administrator_relations_idx_administrator_id
+    ON role_administrator_relations (administrator_id);
+
+CREATE TABLE wat_setups_by_administrators (
+    id serial NOT NULL,
+    block integer DEFAULT 10 NOT NULL,
+    language language_enum DEFAULT 'auto' NOT NULL,
+    administrator_id integer NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT wat_setups_by_administrators_administrator_id UNIQUE (administrator_id)
+);
+CREATE INDEX wat_setups_by_administrators_idx_administrator_id
+    ON wat_setups_by_administrators (administrator_id);
+
+CREATE TABLE wat_setups_by_tenants (
+    id serial NOT NULL,
+    block integer DEFAULT 10 NOT NULL,
+    language language_enum DEFAULT 'auto' NOT NULL,
+    tenant_id integer NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT wat_setups_by_tenants_tenant_id UNIQUE (tenant_id)
+);
+CREATE INDEX wat_setups_by_tenants_idx_tenant_id ON wat_setups_by_tenants (tenant_id);
+
+CREATE TABLE views_setups_attributes_tenant (
+    id serial NOT NULL,
+    field varchar(64) NOT NULL,
+    tenant_id integer NOT NULL,
+    visible boolean NOT NULL,
+    view_type administrator_and_tenant_views_setups_view_type_enum NOT NULL,
+    device_type administrator_and_tenant_views_setups_device_type_enum NOT NULL,
+    qvd_object administrator_and_tenant_views_setups_qvd_object_enum NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT views_setups_attributes_tenant_tenant_id_field_view_type_device_type_qvd_object
+        UNIQUE (tenant_id, field, view_type, device_type, qvd_object)
+);
+CREATE INDEX views_setups_attributes_tenant_idx_tenant_id ON views_setups_attributes_tenant (tenant_id);
+
+CREATE TABLE views_setups_attributes_administrator (
+    id serial NOT NULL,
+    field varchar(64) NOT NULL,
+    administrator_id integer NOT NULL,
+    visible boolean NOT NULL,
+    view_type administrator_and_tenant_views_setups_view_type_enum NOT NULL,
+    device_type administrator_and_tenant_views_setups_device_type_enum NOT NULL,
+    qvd_object administrator_and_tenant_views_setups_qvd_object_enum NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT views_setups_attributes_administrator_administrator_id_field_view_type_device_type_qvd_object
+        UNIQUE (administrator_id, field, view_type, device_type, qvd_object)
+);
+CREATE INDEX views_setups_attributes_administrator_idx_administrator_id
+    ON views_setups_attributes_administrator (administrator_id);
+
+CREATE TABLE views_setups_properties_tenant (
+    id serial NOT NULL,
+    qvd_obj_prop_id integer NOT NULL,
+    visible boolean NOT NULL,
+    view_type administrator_and_tenant_views_setups_view_type_enum NOT NULL,
+    device_type administrator_and_tenant_views_setups_device_type_enum NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT views_setups_properties_tenant_qvd_obj_prop_id_view_type_device_type
+        UNIQUE (qvd_obj_prop_id, view_type, device_type)
+);
+CREATE INDEX views_setups_properties_tenant_idx_qvd_obj_prop_id
+    ON views_setups_properties_tenant (qvd_obj_prop_id);
+
+CREATE TABLE views_setups_properties_administrator (
+    id serial NOT NULL,
+    administrator_id integer NOT NULL,
+    qvd_obj_prop_id integer NOT NULL,
+    visible boolean NOT NULL,
+    view_type administrator_and_tenant_views_setups_view_type_enum NOT NULL,
+    device_type administrator_and_tenant_views_setups_device_type_enum NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT views_setups_properties_administrator_administrator_id_qvd_obj_prop_id_view_type_device_type
+        UNIQUE (administrator_id, qvd_obj_prop_id, view_type, device_type)
+);
+CREATE INDEX views_setups_properties_administrator_idx_administrator_id
+    ON views_setups_properties_administrator (administrator_id);
+CREATE INDEX views_setups_properties_administrator_idx_qvd_obj_prop_id
+    ON views_setups_properties_administrator (qvd_obj_prop_id);
+
+-- API sessions (QVD 4: MojoX::Session's DBI store); data is a JSON object.
+CREATE TABLE session (
+    sid varchar(40) NOT NULL,
+    data text,
+    expires integer NOT NULL,
+    PRIMARY KEY (sid)
+);
+
+-- Each object's creation and deletion rows are looked up by the API (creation_date,
+-- creation_admin_*); the log grows with every API request, so index those lookups.
+CREATE INDEX log_idx_object ON log (qvd_object, object_id) WHERE type_of_action IN ('create', 'delete');
+
+ALTER TABLE administrators ADD CONSTRAINT administrators_fk_tenant_id FOREIGN KEY (tenant_id)
+    REFERENCES tenants (id) ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE roles ADD CONSTRAINT roles_fk_tenant_id FOREIGN KEY (tenant_id)
+    REFERENCES tenants (id) ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE acl_role_relations ADD CONSTRAINT acl_role_relations_fk_acl_id FOREIGN KEY (acl_id)
+    REFERENCES acls (id) ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE acl_role_relations ADD CONSTRAINT acl_role_relations_fk_role_id FOREIGN KEY (role_id)
+    REFERENCES roles (id) ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE role_role_relations ADD CONSTRAINT role_role_relations_fk_inheritor_id
+    FOREIGN KEY (inheritor_id) REFERENCES roles (id) ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE role_role_relations ADD CONSTRAINT role_role_relations_fk_inherited_id
+    FOREIGN KEY (inherited_id) REFERENCES roles (id) ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE role_administrator_relations ADD CONSTRAINT role_administrator_relations_fk_role_id
+    FOREIGN KEY (role_id) REFERENCES roles (id) ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE role_administrator_relations ADD CONSTRAINT role_administrator_relations_fk_administrator_id
+    FOREIGN KEY (administrator_id) REFERENCES administrators (id)
+    ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE wat_setups_by_administrators ADD CONSTRAINT wat_setups_by_administrators_fk_administrator_id
+    FOREIGN KEY (administrator_id) REFERENCES administrators (id)
+    ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE wat_setups_by_tenants ADD CONSTRAINT wat_setups_by_tenants_fk_tenant_id
+    FOREIGN KEY (tenant_id) REFERENCES tenants (id) ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE views_setups_attributes_tenant ADD CONSTRAINT views_setups_attributes_tenant_fk_tenant_id
+    FOREIGN KEY (tenant_id) REFERENCES tenants (id) ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE views_setups_attributes_administrator
+    ADD CONSTRAINT views_setups_attributes_administrator_fk_administrator_id
+    FOREIGN KEY (administrator_id) REFERENCES administrators (id)
+    ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE views_setups_properties_tenant ADD CONSTRAINT views_setups_properties_tenant_fk_qvd_obj_prop_id
+    FOREIGN KEY (qvd_obj_prop_id) REFERENCES qvd_object_properties_list (id)
+    ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE views_setups_properties_administrator
+    ADD CONSTRAINT views_setups_properties_administrator_fk_administrator_id
+    FOREIGN KEY (administrator_id) REFERENCES administrators (id)
+    ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+ALTER TABLE views_setups_properties_administrator
+    ADD CONSTRAINT views_setups_properties_administrator_fk_qvd_obj_prop_id
+    FOREIGN KEY (qvd_obj_prop_id) REFERENCES qvd_object_properties_list (id)
+    ON DELETE CASCADE ON UPDATE CASCADE DEFERRABLE;
+
+-- The 4 SQL views of the 4.3.0 schema ---------------------------------------------------
+
+-- Every (role, ACL) a role holds: its own positive ACLs (inherited_id = itself) and, for
+-- each role it inherits from (directly or not), the ACLs that role passes on, minus the
+-- ACLs the inheritor denies (positive = false) at that level.
+CREATE VIEW all_acl_role_relations (inheritor_id, inherited_id, acl_id) AS
+    WITH RECURSIVE passed (inheritor_id, inherited_id, acl_id) AS (
+        SELECT rr.inheritor_id, rr.inherited_id, own.acl_id
+          FROM role_role_relations rr
+          JOIN acl_role_relations own ON own.role_id = rr.inherited_id AND own.positive
+         WHERE NOT EXISTS (SELECT 1 FROM acl_role_relations denied
+                            WHERE denied.role_id = rr.inheritor_id AND denied.acl_id = own.acl_id
+                              AND NOT denied.positive)
+        UNION
+        SELECT rr.inheritor_id, rr.inherited_id, up.acl_id
+          FROM role_role_relations rr
+          JOIN passed up ON up.inheritor_id = rr.inherited_id
+         WHERE NOT EXISTS (SELECT 1 FROM acl_role_relations denied
+                            WHERE denied.role_id = rr.inheritor_id AND denied.acl_id = up.acl_id
+                              AND NOT denied.positive)
+    )
+    SELECT inheritor_id, inherited_id, acl_id FROM passed
+    UNION
+    SELECT role_id, role_id, acl_id FROM acl_role_relations WHERE positive;
+
+-- Every (inheritor, inherited) pair of the inheritance graph, direct or not.
+CREATE VIEW all_role_role_relations (inheritor_id, inherited_id) AS
+    WITH RECURSIVE closure (inheritor_id, inherited_id) AS (
+        SELECT inheritor_id, inherited_id FROM role_role_relations
+        UNION
+        SELECT c.inheritor_id, rr.inherited_id
+          FROM closure c JOIN role_role_relations rr ON rr.inheritor_id = c.inherited_id
+    )
+    SELECT DISTINCT inheritor_id, inherited_id FROM closure;
+
+-- The WAT's column and filter setup of each tenant (property = 0 for plain fields,
+-- else the properties_list id of a custom property's column).
+CREATE VIEW operative_views_in_tenants AS
+    SELECT DISTINCT a.device_type, a.view_type, a.tenant_id, a.field,
+           COALESCE(a.visible, FALSE) AS visible, 0 AS property, a.qvd_object
+      FROM views_setups_attributes_tenant a
+    UNION
+    SELECT DISTINCT p.device_type, p.view_type, pl.tenant_id, pl.key AS field,
+           COALESCE(p.visible, FALSE) AS visible, pl.id AS property, q.qvd_object
+      FROM views_setups_properties_tenant p
+      JOIN qvd_object_properties_list q ON q.id = p.qvd_obj_prop_id
+      JOIN properties_list pl ON pl.id = q.property_id;
+
+-- Each administrator's own setup laid over its tenant's (administrator_id is NULL
+-- where only the tenant's setup exists).
+CREATE VIEW operative_views_in_administrators AS
+    SELECT field, tenant_id, administrator_id,
+           COALESCE(own.visible, tenant.visible) AS visible,
+           view_type, device_type, qvd_object, property
+      FROM (SELECT DISTINCT a.device_type, a.view_type, ad.tenant_id, a.administrator_id,
+                   a.field, COALESCE(a.visible, FALSE) AS visible, 0 AS property, a.qvd_object
+              FROM views_setups_attributes_administrator a
+              JOIN administrators ad ON ad.id = a.administrator_id
+            UNION
+            SELECT DISTINCT p.device_type, p.view_type, pl.tenant_id, p.administrator_id,
+                   pl.key AS field, COALESCE(p.visible, FALSE) AS visible, pl.id AS property,
+                   q.qvd_object
+              FROM views_setups_properties_administrator p
+              JOIN qvd_object_properties_list q ON q.id = p.qvd_obj_prop_id
+              JOIN properties_list pl ON pl.id = q.property_id) AS own
+      FULL JOIN operative_views_in_tenants AS tenant
+     USING (tenant_id, device_type, view_type, field, property, qvd_object);

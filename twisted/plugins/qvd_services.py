@@ -17,3 +17,6 @@ l7r = ServiceMaker("QVD L7R", "qvd.l7r.service",
 node = ServiceMaker("QVD node", "qvd.node",
                     "QVD node: house-keeping daemon and L7R broker sharing one reactor",
                     "qvd-node")
+api = ServiceMaker("QVD API", "qvd.api.service",
+                   "QVD administration API: /api, sessions, ACLs, live updates on /api/ws",
+                   "qvd-api")

@@ -1,0 +1,1 @@
+"""The API's actions, one module per family of objects."""
