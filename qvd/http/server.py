@@ -297,7 +297,7 @@ class QVDHTTPServerProtocol(HandoverProtocol):
         self.hang_up()
 
 
-@dataclass
+@dataclass(repr=False)
 class QVDHTTPServerFactory(Factory):
     """Every connection gets a protocol for ``handler`` with these bounds."""
 
