@@ -53,6 +53,10 @@ path.run = {data}/run
 path.log = {data}/log
 path.storage.root = {data}/storage
 vm.hypervisor = process
+# the desktop reaches the user's machine: shared folders, printing, sound (docs/client.md)
+vma.slave.enable = 1
+vma.printing.enable = 1
+vma.audio.enable = 1
 """
 
 
