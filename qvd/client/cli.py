@@ -288,8 +288,13 @@ class Client:
         return defer.DeferredList(stops)
 
     def close_channels(self) -> defer.Deferred[None]:
+        """Shares, the slave server, the sound listener: a failure here is only logged."""
         channels, self.channels = self.channels, None
-        return channels.close() if channels is not None else defer.succeed(None)
+        if channels is None:
+            return defer.succeed(None)
+        return channels.close().addErrback(
+            lambda f: log.warn("Cleaning up after the session failed: {error}",
+                               error=f.getErrorMessage()))
 
 
 @defer.inlineCallbacks

@@ -21,6 +21,7 @@ import tempfile
 from importlib import metadata
 from typing import Any, Callable, Mapping, Optional
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from qvd.http.server import QVDHTTPServerFactory, Request, Response
@@ -98,10 +99,11 @@ class ClientSlaveServer:
         self._listener.listen(socket_path)
         return command
 
-    def stop(self) -> Any:
+    def stop(self) -> defer.Deferred:
+        """Stop listening, then remove the private directory (its socket goes first)."""
         listener, self._listener = self._listener, None
-        d = listener.stop() if listener is not None else None
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+        directory, self._directory = self._directory, None
+        d = defer.maybeDeferred(listener.stop) if listener is not None else defer.succeed(None)
+        if directory is not None:
+            d.addBoth(lambda _: shutil.rmtree(directory, ignore_errors=True))
         return d

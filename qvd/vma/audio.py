@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from qvd.slave.bridge import Program, Run
@@ -70,11 +71,14 @@ class SessionAudio:
         except OSError as e:
             log.warn("cannot start PulseAudio: {error}", error=e)
 
-    def stop(self) -> None:
-        """TERM the session's PulseAudio (KILL if it lingers)."""
+    def stop(self) -> Deferred:
+        """TERM the session's PulseAudio (KILL if it lingers); fires once it has exited."""
         run, self._run = self._run, None
         if run is None or not run.running:
-            return
+            return succeed(None)
         run.signal("TERM")
         timer = self.reactor.callLater(STOP_TIMEOUT, run.signal, "KILL")
-        run.ended.addBoth(lambda result: timer.cancel() if timer.active() else None)
+        ended: Deferred = Deferred()
+        run.ended.addBoth(lambda result: (timer.cancel() if timer.active() else None,
+                                          ended.callback(None)))
+        return ended

@@ -23,7 +23,7 @@ import os
 import re
 from typing import Any, Mapping, Optional
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from qvd.http.server import QVDHTTPServerFactory
@@ -32,7 +32,7 @@ from qvd.slave.routes import SlaveHandler
 from qvd.vma.audio import SessionAudio
 from qvd.vma.provisioning import SessionAccount
 from qvd.vma.settings import VMASettings
-from qvd.vma.slave import SessionContext, VMSlaveEndpoints, unmount_shares
+from qvd.vma.slave import SessionContext, VMSlaveEndpoints, shares_dir, unmount_shares
 
 log = Logger()
 
@@ -50,6 +50,7 @@ class SessionChannels:
         self.context: Optional[SessionContext] = None
         self.key: Optional[str] = None
         self._listener: Optional[handoff.HandOffListener] = None
+        self._pending: set[Deferred] = set()
 
     @property
     def cups_port(self) -> int:
@@ -72,9 +73,12 @@ class SessionChannels:
         self._listener.listen(s.slave_socket)
 
     def stop(self) -> Deferred:
-        self.audio.stop()
+        """Stop serving; fires once the last clean-up has run."""
         listener, self._listener = self._listener, None
-        return (listener.stop() if listener is not None else None) or succeed(None)
+        waits = [self.audio.stop()] + list(self._pending)
+        if listener is not None:
+            waits.append(maybeDeferred(listener.stop))
+        return DeferredList(waits)
 
     # -- a session ----------------------------------------------------------
     def environment(self) -> dict[str, str]:
@@ -125,11 +129,15 @@ class SessionChannels:
     def suspended(self) -> Deferred:
         """No client: no sound, and the client's folders leave the desktop."""
         self.audio.stop()
-        if self.context is None:
+        context = self.context
+        if (context is None or not self.settings.slave
+                or not os.path.isdir(shares_dir(self.settings, context.account.home))):
             return succeed(None)
-        d = unmount_shares(self.reactor, self.settings, self.context)
-        return d.addErrback(lambda f: log.warn("cannot unmount the shared folders: {error}",
-                                               error=f.getErrorMessage()))
+        d = unmount_shares(self.reactor, self.settings, context)
+        d.addErrback(lambda f: log.warn("cannot unmount the shared folders: {error}",
+                                        error=f.getErrorMessage()))
+        self._pending.add(d)
+        return d.addBoth(lambda result: self._pending.discard(d))
 
     def ended(self) -> Deferred:
         d = self.suspended()
