@@ -47,6 +47,7 @@ class ClientSlaveEndpoints:
         self.reactor = reactor
         self.open_command = open_command
         self.tickets = tickets
+        self.opened: list[defer.Deferred] = []  # each fires when its program has exited
 
     def routes(self) -> list[Route]:
         return [Route("GET", "/ping", self.ping, auth=False),
@@ -69,10 +70,12 @@ class ClientSlaveEndpoints:
             return refused(404, f"No file {rest!r} in the shared folder {ticket}.")
         log.info("The desktop opens {path} here.", path=path)
         failed: list[Any] = []
-        run_program(self.reactor, Program([self.open_command, path], dict(os.environ),
-                                          name="open")).addErrback(failed.append)
+        opened = run_program(self.reactor, Program([self.open_command, path],
+                                                   dict(os.environ), name="open"))
+        opened.addErrback(failed.append)
         if failed:
             return refused(500, f"Cannot run {self.open_command}.")
+        self.opened.append(opened)
         return Response(200, b"")
 
 

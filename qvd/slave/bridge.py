@@ -98,6 +98,7 @@ class ProcessBridge(Protocol):
         self.child: Optional[_Child] = None
         self._process: Any = None
         self._finished = False
+        self._producing = False
 
     def connectionMade(self) -> None:
         self.child = _Child(self)
@@ -109,33 +110,44 @@ class ProcessBridge(Protocol):
             self._report(None)
             return
         self.transport.registerProducer(_Output(self), True)
+        self._producing = True
         self._process.registerProducer(self.transport, True)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._process is not None:
+        if self._process is not None and not self._finished:
             self._process.write(data)
 
     def readConnectionLost(self) -> None:
         """The peer sent all it will: the program reads to its end of input."""
-        if self._process is not None:
-            self._process.unregisterProducer()
-            self._process.closeStdin()
+        self._close_input()
 
     def writeConnectionLost(self) -> None:
         """The peer reads no more: stop the program."""
         self._stop_program()
 
     def output_ended(self) -> None:
-        self.transport.unregisterProducer()
-        if interfaces.IHalfCloseableTransport.providedBy(self.transport):
-            self.transport.loseWriteConnection()
+        """The program wrote all it will: half-close towards the peer."""
+        self._stop_producing()
+        lose_write = getattr(self.transport, "loseWriteConnection", None)
+        if lose_write is not None:
+            lose_write()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_program()
 
+    def _close_input(self) -> None:
+        if self._process is not None and not self._finished:
+            self._process.unregisterProducer()
+            self._process.closeStdin()
+
+    def _stop_producing(self) -> None:
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+
     def _stop_program(self) -> None:
         if self._process is not None and not self._finished:
-            self._process.closeStdin()
+            self._close_input()
             try:
                 self._process.signalProcess("TERM")
             except ProcessExitedAlready:
@@ -144,7 +156,7 @@ class ProcessBridge(Protocol):
     def program_ended(self, reason: Failure) -> None:
         self._finished = True
         if self.transport is not None:
-            self.transport.unregisterProducer()
+            self._stop_producing()
             self.transport.loseConnection()
         code = getattr(reason.value, "exitCode", 0)
         self._report(code)
@@ -167,9 +179,10 @@ class Run(ProcessProtocol):
         self.ended: Any = Deferred()
         self._lines = LineSplitter()
 
-    def start(self, reactor: Any) -> "Run":
-        """Spawns it (raises OSError if it cannot start)."""
-        self.program.spawn(reactor, self)
+    def start(self, reactor: Any, stdin: Optional[int] = None) -> "Run":
+        """Spawns it, its input ``stdin`` (a descriptor) or none (raises OSError if it
+        cannot start)."""
+        self.program.spawn(reactor, self, {0: "w" if stdin is None else stdin, 1: "r", 2: "r"})
         return self
 
     @property
@@ -197,10 +210,10 @@ class Run(ProcessProtocol):
                              self.output.decode("utf-8", "replace").strip()))
 
 
-def run_program(reactor: Any, program: Program) -> Any:
-    """Start ``program`` (no input); a Deferred firing with (exit status, output),
-    or failing if it cannot start."""
+def run_program(reactor: Any, program: Program, stdin: Optional[int] = None) -> Any:
+    """Start ``program`` (input: the descriptor ``stdin``, or none); a Deferred firing
+    with (exit status, output), or failing if it cannot start."""
     try:
-        return Run(program).start(reactor).ended
+        return Run(program).start(reactor, stdin).ended
     except OSError as e:
         return fail(e)

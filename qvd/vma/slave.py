@@ -83,12 +83,12 @@ def unmount_shares(reactor: Any, settings: VMASettings, context: SessionContext)
         name="unmount shares"))
 
 
-def fuse_usable(uid: Optional[int], gids: tuple[int, ...]) -> bool:
+def fuse_usable(uid: Optional[int], gids: tuple[int, ...], device: str = FUSE_DEVICE) -> bool:
     """Can that account open /dev/fuse (libfuse3 does not fall back to fusermount)?"""
     if uid is None:
-        return os.access(FUSE_DEVICE, os.R_OK | os.W_OK)
+        return os.access(device, os.R_OK | os.W_OK)
     try:
-        st = os.stat(FUSE_DEVICE)
+        st = os.stat(device)
     except OSError:
         return False
     if uid == 0:
