@@ -125,18 +125,29 @@ class VMSlaveEndpoints:
             return None, refused(503, "There is no desktop session in this virtual machine.")
         return context, None
 
+    def _upgraded(self, request: Request, protocol: str) -> Any:
+        """(refusal or None, the session, the charset asked for) of an Upgrade request."""
+        bad, charset = upgrade(request, protocol)
+        if bad is not None:
+            return bad, None, None
+        context, missing = self._session()
+        return missing, context, charset
+
+    def _holds(self, context: SessionContext, condition: str, path: str) -> Any:
+        """Does ``test <condition> path`` hold for the session's account?  (A Deferred.)"""
+        d = run_program(self.reactor, context.program(
+            ["/bin/sh", "-c", f'test {condition} "$1"', "sh", path], name="test"))
+        return d.addCallback(lambda result: result[0] == 0)
+
     def _command(self, name: str, context: SessionContext) -> Optional[str]:
         command = self.settings.commands[name]
         return shutil.which(command, path=context.env.get("PATH")) if command else None
 
     @inlineCallbacks
     def put_share(self, request: Request, rest: str):
-        bad, charset = upgrade(request, SFTP)
-        if bad is not None:
-            return bad
-        context, missing = self._session()
-        if missing is not None:
-            return missing
+        refusal, context, charset = self._upgraded(request, SFTP)
+        if refusal is not None:
+            return refusal
         name = share_name(rest)
         if name is None:
             return refused(400, f"No folder name in {rest!r}.")
@@ -167,12 +178,9 @@ class VMSlaveEndpoints:
 
     @inlineCallbacks
     def get_share(self, request: Request, rest: str):
-        bad, _ = upgrade(request, SFTP)
-        if bad is not None:
-            return bad
-        context, missing = self._session()
-        if missing is not None:
-            return missing
+        refusal, context, _ = self._upgraded(request, SFTP)
+        if refusal is not None:
+            return refusal
         path = inside("/", rest)
         sftp_server = self._command("sftp-server", context)
         if path is None:
@@ -180,9 +188,7 @@ class VMSlaveEndpoints:
         if sftp_server is None:
             return refused(501, "Sharing the VM's folders needs sftp-server in the virtual"
                                 " machine (Debian package openssh-sftp-server).")
-        code, _ = yield run_program(self.reactor, context.program(
-            ["/bin/sh", "-c", 'test -d "$1" && test -x "$1"', "sh", path], name="test"))
-        if code != 0:
+        if not (yield self._holds(context, '-d "$1" && test -x', path)):
             return refused(404, f"No folder {path} the session may enter.")
         log.info("exporting the VM's {path} to the client", path=path)
         return SwitchProtocols([], ProcessBridge(self.reactor, context.program(
@@ -204,9 +210,7 @@ class VMSlaveEndpoints:
         if opener is None:
             return refused(501, f"No {self.settings.commands['open_file']} in the virtual"
                                 " machine to open files with.")
-        code, _ = yield run_program(self.reactor, context.program(
-            ["/bin/sh", "-c", 'test -e "$1"', "sh", path], name="test"))
-        if code != 0:
+        if not (yield self._holds(context, "-e", path)):
             return refused(404, f"No file {path}.")
         log.info("opening {path} on the desktop", path=path)
         failed: list[Any] = []
@@ -217,12 +221,9 @@ class VMSlaveEndpoints:
         return Response(200, b"")
 
     def usbip(self, request: Request, rest: str) -> Any:
-        bad, _ = upgrade(request, usbip.PROTOCOL)
-        if bad is not None:
-            return bad
-        context, missing = self._session()
-        if missing is not None:
-            return missing
+        refusal, _, _ = self._upgraded(request, usbip.PROTOCOL)
+        if refusal is not None:
+            return refusal
         problem = usbip.unavailable()
         if problem is not None:
             return refused(501, problem)

@@ -163,25 +163,12 @@ class SharedFolderTests(ChannelTestCase):
             self.assertEqual(f.read(), "written in the VM\n")
 
         # the client asks the VM to open a file of the share; the VM asks the client
-        key = self.slave_key()
-        port = self.nxproxy_slave_port(client)
-        status, _, body = yield threads.deferToThread(
-            slave_request, port, f"POST /open/from-client.txt HTTP/1.1\r\nAuthorization: Basic"
-            f" {key}\r\nX-QVD-Share-Ticket: {name}\r\n\r\n")
-        self.assertEqual(status, 200, body)
-        opened = self.opened("vm")
-        yield self.wait_for(lambda: os.path.exists(opened), "the VM's open command")
-        with open(opened) as f:
-            self.assertEqual(f.read(), f"{mount}/from-client.txt\n")
         vm_port = 11000 + self.display()
-        status, _, body = yield threads.deferToThread(
-            slave_request, vm_port, f"POST /open/from-vm.txt HTTP/1.1\r\nAuthorization: Basic"
-            f" {key}\r\nX-QVD-Share-Ticket: {name}\r\n\r\n")
-        self.assertEqual(status, 200, body)
-        opened = self.opened("client")
-        yield self.wait_for(lambda: os.path.exists(opened), "the client's open command")
-        with open(opened) as f:
-            self.assertEqual(f.read(), f"{folder}/from-vm.txt\n")
+        opened = yield self.ask_to_open(self.nxproxy_slave_port(client), "from-client.txt",
+                                        name, "vm")
+        self.assertEqual(opened, f"{mount}/from-client.txt\n")
+        opened = yield self.ask_to_open(vm_port, "from-vm.txt", name, "client")
+        self.assertEqual(opened, f"{folder}/from-vm.txt\n")
         status, _, body = yield threads.deferToThread(
             slave_request, vm_port, "GET /ping HTTP/1.1\r\n\r\n")
         self.assertEqual((status, body), (200, "Pong!\n"))
@@ -190,6 +177,18 @@ class SharedFolderTests(ChannelTestCase):
         self.assertEqual((yield client.ended), 0, client.stderr)
         yield self.wait_for(lambda: not desktop.mounts_under(self.vm_home())
                             and not os.path.exists(mount), "the share unmounted", client)
+
+    @inlineCallbacks
+    def ask_to_open(self, port: int, path: str, ticket: str, side: str):
+        """``POST /open/<path>`` on a slave port; what the far side's open command got."""
+        status, _, body = yield threads.deferToThread(
+            slave_request, port, f"POST /open/{path} HTTP/1.1\r\nAuthorization: Basic"
+            f" {self.slave_key()}\r\nX-QVD-Share-Ticket: {ticket}\r\n\r\n")
+        self.assertEqual(status, 200, body)
+        opened = self.opened(side)
+        yield self.wait_for(lambda: os.path.exists(opened), f"the {side}'s open command")
+        with open(opened) as f:
+            return f.read()
 
     @inlineCallbacks
     def test_the_slave_server_wants_the_session_key(self):
