@@ -215,6 +215,9 @@ class Client:
         reply = self.expect((yield l7r.connect_to_vm(vm["id"])), 101)
         key = reply.headers.get("X-QVD-Slave-Key") or ""
         relay = self.relay = session.Relay(l7r.protocol)
+        if (self.args.pipe or self.args.listen is not None) and (s.shares or s.audio or s.usb):
+            log.warn("Shared folders, sound and USB devices need qvd-client's own nxproxy"
+                     " (not --pipe or --listen): the session goes on without them.")
         if self.args.pipe:
             session.pipe(relay)
         elif self.args.listen is not None:

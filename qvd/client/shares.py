@@ -15,9 +15,10 @@ from urllib.parse import quote
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 
-from qvd.client.l7r import L7RProtocol, Reply
+from qvd.client.l7r import ConnectionClosed, L7RProtocol, Reply
 from qvd.http.client import quiet_connect
 from qvd.slave.bridge import ProcessBridge, Program
 
@@ -80,6 +81,11 @@ class SharedFolders:
         except ShareRefused as e:
             log.warn("The folder {folder} could not be shared: {reason}", folder=folder,
                      reason=e.reply.text or e.reply.status)
+            return None
+        except (ConnectionClosed, ConnectionLost):
+            log.warn("The folder {folder} could not be shared: the virtual machine takes no"
+                     " shared folders (its slave channel is off: vma.slave.enable).",
+                     folder=folder)
             return None
         except Exception as e:
             log.warn("The folder {folder} could not be shared: {reason}", folder=folder,

@@ -57,15 +57,29 @@ def write_script(path: str, socket_path: str, writer: str,
     os.replace(partial, path)
 
 
+HANDOFF_TIMEOUT = 10.0
+
+
 @implementer(interfaces.IFileDescriptorReceiver)
 class _HandOff(Protocol):
-    """One hand-off connection: every descriptor it brings becomes a served channel."""
+    """One hand-off connection: every descriptor it brings becomes a served channel.
+    The script sends at once and leaves; a connection that lingers is closed."""
+
+    _timer: Optional[interfaces.IDelayedCall] = None
+
+    def connectionMade(self) -> None:
+        self._timer = self.factory.reactor.callLater(HANDOFF_TIMEOUT,
+                                                     self.transport.loseConnection)
 
     def fileDescriptorReceived(self, descriptor: int) -> None:
         self.factory.adopt(descriptor)
 
     def dataReceived(self, data: bytes) -> None:
         """The byte that carried the descriptor."""
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
 
 
 class HandOffListener(Factory):

@@ -10,6 +10,7 @@ import tempfile
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -124,6 +125,16 @@ class HandOffTests(unittest.TestCase):
                                       Factory.forProtocol(lambda: peer))
         self.assertEqual((yield peer.done.addTimeout(10, reactor)), b"HELLO")
 
+    def test_a_hand_off_connection_that_lingers_is_closed(self):
+        clock = Clock()
+        protocol = handoff.HandOffListener(clock, Factory()).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        clock.advance(handoff.HANDOFF_TIMEOUT - 0.1)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+
     def test_what_is_not_a_stream_socket_is_refused(self):
         adopted = []
         listener = handoff.HandOffListener(reactor, Factory())
@@ -170,3 +181,14 @@ class BridgeTests(unittest.TestCase):
                       ).makeConnection(transport)
         # the fork happened; the child failed to exec: it ends like any failing program
         return waiting.poll(lambda: ended, bool, 10, "the bridge's end")
+
+
+class InterfaceTests(unittest.TestCase):
+    def test_providers(self):
+        from twisted.internet import interfaces
+
+        from qvd.slave.bridge import _Output
+        bridge = ProcessBridge(reactor, Program(["/bin/true"], {}))
+        self.assertTrue(verifyObject(interfaces.IHalfCloseableProtocol, bridge))
+        self.assertTrue(verifyObject(interfaces.IPushProducer, _Output(bridge)))
+        self.assertTrue(verifyObject(interfaces.IFileDescriptorReceiver, handoff._HandOff()))
