@@ -1,8 +1,9 @@
 """The session's sound: a PulseAudio of the session's account, tunnelled to the client.
 
-With ``vma.audio.enable``, nxagent gets ``media=1`` and, once the client's
-nxproxy forwards sound, says ``Listening to multimedia connections on port
-'tcp:localhost:<port>'`` (reference §4.6).  Then the VMA starts PulseAudio
+With ``vma.audio.enable``, nxagent gets ``media=1`` and says ``Listening to
+multimedia connections on port 'tcp:localhost:<port>'`` (reference §4.6).
+Once the session has started (not before: see ``SessionChannels``), the VMA
+starts PulseAudio
 as the session's account with one sink, ``module-tunnel-sink-new`` to that
 port: what the desktop plays travels through the NX link to the
 PulseAudio of the client's machine.  Programs find it through

@@ -51,6 +51,7 @@ class SessionChannels:
         self.key: Optional[str] = None
         self._listener: Optional[handoff.HandOffListener] = None
         self._pending: set[Deferred] = set()
+        self._media_port: Optional[int] = None
 
     @property
     def cups_port(self) -> int:
@@ -122,9 +123,19 @@ class SessionChannels:
         match = _MEDIA.match(line)
         if not match:
             return False
-        if self.settings.audio and self.context is not None:
-            self.audio.start(int(match.group(1)), self.context.account, dict(self.context.env))
+        self._media_port = int(match.group(1))
         return True
+
+    def state_changed(self, raw: str) -> None:
+        """nxagent's session state.  Sound starts once the session is up: a channel
+        opened before nxagent has its display takes the channel the display needs,
+        and nxagent aborts the session."""
+        if raw in ("started", "resumed"):
+            port, self._media_port = self._media_port, None
+            if port is not None and self.settings.audio and self.context is not None:
+                self.audio.start(port, self.context.account, dict(self.context.env))
+        elif raw == "suspended":
+            self.suspended()
 
     def suspended(self) -> Deferred:
         """No client: no sound, and the client's folders leave the desktop."""

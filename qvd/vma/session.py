@@ -120,8 +120,7 @@ class XSession:
     # -- state ---------------------------------------------------------------
     def _write_state(self, raw: str) -> None:
         self.files.write_state(raw, self.clock.seconds())
-        if raw == "suspended":
-            self.channels.suspended()
+        self.channels.state_changed(raw)
         if raw != "provisioning":
             self._state_hook(x_state(raw))
 

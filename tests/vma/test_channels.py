@@ -160,15 +160,20 @@ class SessionChannelTests(unittest.TestCase):
                 "qvd.printing.enabled = 1", f"qvd.printing.port = {2000 + self.settings.display}",
                 f"qvd.slave.port = {11000 + self.settings.display}", "qvd.client.os = linux"])
 
-    def test_sound_starts_on_nxagents_multimedia_line(self):
+    def test_sound_starts_once_the_session_is_up(self):
         started = []
         self.patch(self.channels.audio, "start", lambda *a: started.append(a[0]))
         line = "Info: Listening to multimedia connections on port 'tcp:localhost:7345'."
         self.assertTrue(self.channels.output_line(line))
         self.assertEqual(started, [], "no session yet")
+        self.channels.state_changed("started")
+        self.assertEqual(started, [], "no session yet")
         self.channels.launched(account(self.home), {"HOME": self.home})
         self.assertTrue(self.channels.output_line(line))
         self.assertFalse(self.channels.output_line("Session: Session started at 'x'."))
+        self.channels.state_changed("starting")
+        self.assertEqual(started, [], "nxagent has no display yet")
+        self.channels.state_changed("started")
         self.assertEqual(started, [7345])
         script = self.channels.audio.script(7345)
         self.assertIn("module-tunnel-sink-new server=tcp:127.0.0.1:7345", script)
