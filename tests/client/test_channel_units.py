@@ -90,9 +90,17 @@ class LocalServicesTests(unittest.TestCase):
             self.assertEqual(options[0], "cups=631")
             self.assertRegex(options[1], r"^slave=6[23]\d\d\d$")
             self.assertTrue(os.access(env["NX_SLAVE_CMD"], os.X_OK))
-            return channels.close()
+            return channels.close().addCallback(
+                lambda _: self.assertFalse(os.path.exists(env["NX_SLAVE_CMD"])))
 
         return d.addCallback(check)
+
+    def test_a_slave_command_of_ones_own(self):
+        s = Settings(host="h", port=1, printing=False, slave=True, slave_command="/opt/slave")
+        d = LocalChannels(reactor, s, "k3y").prepare()
+        d.addCallback(lambda result: self.assertEqual(
+            result[1], {"NX_SLAVE_CMD": "/opt/slave", "QVD_SLAVE_CMD": "/opt/slave"}))
+        return d
 
 
 class UsbTests(unittest.TestCase):
