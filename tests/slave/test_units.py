@@ -143,7 +143,7 @@ class HandOffTests(unittest.TestCase):
         os.close(w)
         listener.adopt(r)  # closes it
         self.assertRaises(OSError, os.close, r)
-        one, other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), None
+        one = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         listener.adopt(os.dup(one.fileno()))
         one.close()
         self.assertEqual(adopted, [])
