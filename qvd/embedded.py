@@ -54,6 +54,10 @@ path.log = {data}/log
 path.storage.root = {data}/storage
 path.api.ssl = {data}/run/api/ssl
 vm.hypervisor = process
+# the desktop reaches the user's machine: shared folders, printing, sound (docs/client.md)
+vma.slave.enable = 1
+vma.printing.enable = 1
+vma.audio.enable = 1
 """
 
 

@@ -24,7 +24,8 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
-from qvd.client import display, session
+from qvd.client import display, session, usb
+from qvd.client.channels import LocalChannels
 from qvd.client.errors import ClientError, Exit, from_failure, from_reply
 from qvd.client.l7r import L7RSession, Reply, open_session
 from qvd.client.settings import Settings, load_client_config, resolve
@@ -85,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     desktop.add_argument("--keyboard", metavar="MODEL/LAYOUT", help="e.g. pc105/us")
     desktop.add_argument("-x", "--nx-options", metavar="OPTIONS",
                          help="nxproxy options, e.g. nx/nx,data=0,cache=16384:0")
+    local = p.add_argument_group("this machine in the desktop")
+    local.add_argument("--share", metavar="DIR", action="append",
+                       help="show this folder in the desktop as ~/Redirected/<its name>"
+                            " (repeatable; also client.share.N)")
+    local.add_argument("--audio", action="store_true", default=None,
+                       help="the desktop's sound on this machine's PulseAudio"
+                            " (client.audio.enable)")
+    local.add_argument("--usb", metavar="DEVICE", action="append",
+                       help="forward this USB device (bus id or vendor:product[@serial];"
+                            " repeatable; also client.usb.share_list)")
     stream = p.add_mutually_exclusive_group()
     stream.add_argument("--pipe", action="store_true",
                         help="no nxproxy: the raw session stream on stdin/stdout")
@@ -125,6 +136,7 @@ class Client:
         self.where = f"{settings.host}:{settings.port}"
         self.nxproxy: Optional[session.NXProxy] = None
         self.relay: Optional[session.Relay] = None
+        self.channels: Optional[LocalChannels] = None
         self.interrupted_by_signal = False
         self.finished = False  # the run ended by itself: the reactor stops for no signal
 
@@ -200,10 +212,18 @@ class Client:
         found = yield display.detect(s.geometry is None, s.keyboard is None)
         s.geometry = s.geometry or found["geometry"]
         s.keyboard = s.keyboard or found["keyboard"]
+        if s.usb:
+            problem = usb.unavailable()
+            if problem is not None:
+                log.warn("{problem}", problem=problem)
+                s.usb = []
         log.info("Connecting to virtual machine {name} (id {id})...", name=vm["name"], id=vm["id"])
         reply = self.expect((yield l7r.connect_to_vm(vm["id"])), 101)
-        log.debug("slave key {key}", key=reply.headers.get("X-QVD-Slave-Key"))
+        key = reply.headers.get("X-QVD-Slave-Key") or ""
         relay = self.relay = session.Relay(l7r.protocol)
+        if (self.args.pipe or self.args.listen is not None) and (s.shares or s.audio or s.usb):
+            log.warn("Shared folders, sound and USB devices need qvd-client's own nxproxy"
+                     " (not --pipe or --listen): the session goes on without them.")
         if self.args.pipe:
             session.pipe(relay)
         elif self.args.listen is not None:
@@ -211,7 +231,8 @@ class Client:
         else:
             if os.environ.get("DISPLAY") and s.xhost:
                 yield display.allow_local_user(s.xhost, s.xhost_family)
-            yield self.start_nxproxy(relay)
+            self.channels = LocalChannels(self.reactor, s, key)
+            yield self.start_nxproxy(relay, self.channels)
         side = yield relay.ended
         return (yield self.finish(side))
 
@@ -219,18 +240,23 @@ class Client:
         log.info("Session stream served on 127.0.0.1:{port}", port=port)
 
     @defer.inlineCallbacks
-    def start_nxproxy(self, relay: session.Relay) -> Generator[Any, Any, None]:
+    def start_nxproxy(self, relay: session.Relay,
+                      channels: LocalChannels) -> Generator[Any, Any, None]:
         def started(nxproxy: session.NXProxy) -> None:
             self.nxproxy = nxproxy
 
+        options, env = yield channels.prepare()
         try:
-            yield session.run_nxproxy(self.reactor, relay, self.settings, started)
+            yield session.run_nxproxy(self.reactor, relay, self.settings, started, options, env,
+                                      channels.nxproxy_line)
         except OSError as e:
             relay.close()
+            yield self.close_channels()
             raise ClientError(f"Cannot run {self.settings.nxproxy}: {e.strerror or e}"
                               " (install Debian's nxproxy).", Exit.FAILED) from None
         except session.NXProxyFailed as e:
             relay.close()
+            yield self.close_channels()
             raise ClientError(f"{e}: is $DISPLAY a usable X server?", Exit.FAILED,
                               "\n".join(e.nxproxy.tail)) from None
         log.info("Session started: the desktop shows on display {display}.",
@@ -243,6 +269,7 @@ class Client:
         if nxproxy is not None:
             yield nxproxy.stop(self.reactor, grace=0 if self.interrupted_by_signal else 3)
             log.debug("nxproxy exited with status {code}", code=nxproxy.code)
+        yield self.close_channels()
         if self.interrupted_by_signal:
             return Exit.OK
         if nxproxy is not None and nxproxy.display_refused:
@@ -268,9 +295,19 @@ class Client:
             log.info("Interrupted: the session stays suspended on the virtual machine;"
                      " connect again to resume it.")
             self.relay.close()
+        stops = [self.close_channels()]
         if self.nxproxy is not None:
-            return self.nxproxy.stop(self.reactor)
-        return None
+            stops.append(self.nxproxy.stop(self.reactor))
+        return defer.DeferredList(stops)
+
+    def close_channels(self) -> defer.Deferred[None]:
+        """Shares, the slave server, the sound listener: a failure here is only logged."""
+        channels, self.channels = self.channels, None
+        if channels is None:
+            return defer.succeed(None)
+        return channels.close().addErrback(
+            lambda f: log.warn("Cleaning up after the session failed: {error}",
+                               error=f.getErrorMessage()))
 
 
 @defer.inlineCallbacks

@@ -72,11 +72,12 @@ class L7RProtocol(HandoverProtocol):
         self._head: Optional[tuple[int, Headers]] = None
         self._length = 0
 
-    def request(self, target: str, headers: list[tuple[str, str]]) -> Deferred[Reply]:
-        """GET ``target``; fires with the final (non-102) reply, ``101`` included."""
+    def request(self, target: str, headers: list[tuple[str, str]],
+                method: str = "GET") -> Deferred[Reply]:
+        """``method`` ``target``; fires with the final (non-102) reply, ``101`` included."""
         assert self._pending is None, "one request at a time"
         self._pending = Deferred()
-        self.transport.write(format_head(f"GET {target} {VERSION}",
+        self.transport.write(format_head(f"{method} {target} {VERSION}",
                                          headers + [("User-Agent", USER_AGENT)]))
         return self._pending
 

@@ -13,6 +13,7 @@ half-closes, by the same code as the L7R's own splice.  Local ends:
 from __future__ import annotations
 
 import os
+import random
 import socket
 from collections import deque
 from typing import Any, Callable, Generator, Optional
@@ -115,8 +116,9 @@ def listen_above_4000(reactor: Any, factory: protocol.Factory) -> Generator[Any,
 
 
 def slave_port() -> Optional[int]:
-    """A free loopback port for nxproxy's slave channel, as QVD's clients pick it."""
-    for number in SLAVE_PORTS:
+    """A free loopback port for nxproxy's slave channel, picked at random in QVD's range
+    as its client does (clients starting together do not race for the same one)."""
+    for number in random.sample(SLAVE_PORTS, len(SLAVE_PORTS)):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", number))
@@ -129,8 +131,9 @@ def slave_port() -> Optional[int]:
 class NXProxy(protocol.ProcessProtocol):
     """Debian's nxproxy in X-server mode; its output is kept (last lines) and logged."""
 
-    def __init__(self, echo: bool):
+    def __init__(self, echo: bool, on_line: Optional[Callable[[str], None]] = None):
         self.echo = echo
+        self.on_line = on_line
         self.tail: deque[str] = deque(maxlen=30)
         self.code: Optional[int] = None
         self._exit = Once()
@@ -142,6 +145,8 @@ class NXProxy(protocol.ProcessProtocol):
             self.tail.append(line)
             if self.echo:
                 log.info("nxproxy: {line}", line=line)
+            if self.on_line is not None:
+                self.on_line(line)
 
     def processEnded(self, reason: Failure) -> None:
         code = reason.value.exitCode if reason.check(error.ProcessTerminated) else 0
@@ -180,13 +185,8 @@ class NXProxy(protocol.ProcessProtocol):
             pass
 
 
-def nxproxy_argv(settings: Settings, port: int, slave: Optional[int]) -> list[str]:
-    """``nxproxy [extra args] -S [cups=631] [slave=P] localhost:<port - 4000>``."""
-    options = []
-    if settings.printing:
-        options.append("cups=631")
-    if slave is not None:
-        options.append(f"slave={slave}")
+def nxproxy_argv(settings: Settings, port: int, options: list[str]) -> list[str]:
+    """``nxproxy [extra args] -S [cups=P] [media=P] [slave=P] localhost:<port - 4000>``."""
     return ([settings.nxproxy] + settings.nxproxy_args + ["-S"] + options
             + [f"localhost:{port - 4000}"])
 
@@ -209,16 +209,17 @@ def first_of(reactor: Any, timeout: float, *waited: defer.Deferred[Any]) -> defe
 
 @defer.inlineCallbacks
 def run_nxproxy(reactor: Any, relay: Relay, settings: Settings,
-                started: Callable[[NXProxy], None]) -> Generator[Any, Any, None]:
-    """Spawn nxproxy and splice its connection into ``relay``; fails if it never comes."""
+                started: Callable[[NXProxy], None], options: list[str],
+                extra_env: dict[str, str],
+                on_line: Optional[Callable[[str], None]] = None) -> Generator[Any, Any, None]:
+    """Spawn nxproxy with the channel ``options`` and splice its connection into
+    ``relay``; fails if it never comes."""
     factory = _OneConnection(relay)
     listening = yield listen_above_4000(reactor, factory)
     port = listening.getHost().port
-    env = dict(os.environ, NX_CLIENT="/bin/true")  # no NX dialogs: we say what happened
-    if settings.slave_command:
-        env["NX_SLAVE_CMD"] = env["QVD_SLAVE_CMD"] = settings.slave_command
-    nxproxy = NXProxy(settings.verbose)
-    argv = nxproxy_argv(settings, port, slave_port() if settings.slave else None)
+    env = dict(os.environ, NX_CLIENT="/bin/true", **extra_env)  # no NX dialogs: we say why
+    nxproxy = NXProxy(settings.verbose, on_line)
+    argv = nxproxy_argv(settings, port, options)
     log.debug("running {argv}", argv=" ".join(argv))
     try:
         reactor.spawnProcess(nxproxy, argv[0], argv, env=env)

@@ -41,9 +41,18 @@ client.printing.enable = 1
 client.audio.enable =
 client.slave.enable = 1
 client.slave.command =
+# shared folders: client.share.0, client.share.1, ... (numbered from 0, no gaps)
+client.file_sharing.enable = 1
+# USB devices for the VM (USB/IP): vendor:product[@serial] or bus ids, comma-separated
+client.usb.enable =
+client.usb.share_list =
 client.nxproxy.extra_args =
 client.nxagent.extra_args =
 command.nxproxy = /usr/bin/nxproxy
+command.sftp-server = /usr/lib/openssh/sftp-server
+command.open_file = /usr/bin/xdg-open
+# (ours) makes this machine's PulseAudio reachable by nxproxy (client.audio.enable)
+command.pactl = pactl
 command.xhost = /usr/bin/xhost
 # local = let every local connection use the display; si = this account's only
 command.xhost.family = si
@@ -69,8 +78,14 @@ class Settings:
     link: str = "adsl"
     keyboard: Optional[str] = None
     printing: bool = True
+    audio: bool = False
     slave: bool = True
     slave_command: str = ""
+    shares: list[str] = field(default_factory=list)
+    usb: list[str] = field(default_factory=list)
+    sftp_server: str = "/usr/lib/openssh/sftp-server"
+    open_command: str = "/usr/bin/xdg-open"
+    pactl: str = "pactl"
     nxproxy: str = "/usr/bin/nxproxy"
     nxproxy_args: list[str] = field(default_factory=list)
     xhost: str = "/usr/bin/xhost"
@@ -89,6 +104,8 @@ class Settings:
             params.append(("qvd.client.keyboard", self.keyboard))
         if self.nxagent_args:
             params.append(("qvd.client.nxagent.extra_args", self.nxagent_args))
+        if self.usb:
+            params += [("qvd.client.usb.enabled", "1"), ("qvd.client.usb.implementation", "usbip")]
         return params
 
 
@@ -110,6 +127,29 @@ def nx_option_words(spec: str) -> list[str]:
         body = body[len("nx/nx,"):]
     body = body.rsplit(":", 1)[0] if ":" in body else body
     return [word for word in body.split(",") if word]
+
+
+def config_shares(config: Config) -> list[str]:
+    """``client.share.0``, ``.1``... up to the first missing or empty one, if
+    ``client.file_sharing.enable``."""
+    if not config.get_bool("client.file_sharing.enable"):
+        return []
+    shares = []
+    while config.get(f"client.share.{len(shares)}", default="").strip():
+        shares.append(config.get(f"client.share.{len(shares)}").strip())
+    return shares
+
+
+def shared_folders(given: list[str]) -> list[str]:
+    """Absolute paths of existing folders, each once, or a ConfigError naming the bad one."""
+    folders: list[str] = []
+    for path in given:
+        folder = os.path.abspath(os.path.expanduser(path))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"no folder {path} to share")
+        if folder not in folders:
+            folders.append(folder)
+    return folders
 
 
 def resolve(config: Config, options: Mapping[str, object],
@@ -135,6 +175,14 @@ def resolve(config: Config, options: Mapping[str, object],
     password = str(given_password) if given_password is not None else env.get("QVDPASSWORD")
     ca_file = options.get("ca") or config.get("client.ssl.ca_file").strip()
     nx_words = nx_option_words(str(options["nx_options"])) if options.get("nx_options") else []
+    slave = config.get_bool("client.slave.enable")
+    shares = shared_folders(list(options.get("share") or []) + config_shares(config))
+    usb = list(options.get("usb") or [])
+    if config.get_bool("client.usb.enable"):
+        usb += [d for d in config.get_list("client.usb.share_list") if d not in usb]
+    if (shares or usb) and not slave:
+        raise ConfigError("shared folders and USB devices travel on the slave channel:"
+                          " set client.slave.enable = 1")
     return Settings(
         host=host,
         port=int(pick("port", "client.host.port")),
@@ -151,8 +199,14 @@ def resolve(config: Config, options: Mapping[str, object],
         link=pick("link", "client.link"),
         keyboard=pick("keyboard", "client.keyboard") or None,
         printing=config.get_bool("client.printing.enable"),
-        slave=config.get_bool("client.slave.enable"),
+        audio=bool(options.get("audio")) or config.get_bool("client.audio.enable"),
+        slave=slave,
         slave_command=config.get("client.slave.command").strip(),
+        shares=shares,
+        usb=usb,
+        sftp_server=config.get("command.sftp-server").strip(),
+        open_command=config.get("command.open_file").strip(),
+        pactl=config.get("command.pactl").strip(),
         nxproxy=config.get("command.nxproxy").strip(),
         nxproxy_args=shlex.split(config.get("client.nxproxy.extra_args")) + nx_words,
         xhost=config.get("command.xhost").strip(),

@@ -46,6 +46,8 @@ CONF_FILE = "vma.conf"
 # node.conf keys a VMA also reads (hooks, X session command, nxagent timers).
 PASSED_PREFIXES = ("vma.", "command.", "internal.nxagent.timeout.")
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+# ports of display n: NX 4000+n, X 6000+n, and nxagent's CUPS, sound and slave channels
+CHANNEL_PORTS = (4000, 6000, 2000, 7000, 11000)
 X_LOCK = "/tmp/.X{}-lock"
 X_SOCKET = "/tmp/.X11-unix/X{}"
 
@@ -278,7 +280,7 @@ class ProcessHypervisor:
                  span: int) -> int:
         """A free X display, first trying one derived from the (cluster-unique) VM id.
 
-        Its ports are probed on ``address`` (None: the VM has its own namespace,
+        Its ports (``CHANNEL_PORTS``) are probed on ``address`` (None: the VM has its own namespace,
         only the X lock files are shared).
         """
         for i in range(span):
@@ -286,7 +288,7 @@ class ProcessHypervisor:
             if (n not in taken and not os.path.exists(X_LOCK.format(n))
                     and not os.path.exists(X_SOCKET.format(n))
                     and (address is None
-                         or _bindable(address, 4000 + n) and _bindable(address, 6000 + n))):
+                         or all(_bindable(address, offset + n) for offset in CHANNEL_PORTS))):
                 return n
         raise LaunchError(f"no free X display between {base} and {base + span - 1}")
 

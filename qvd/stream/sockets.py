@@ -8,12 +8,13 @@ from twisted.internet import interfaces
 
 
 def tune(transport: interfaces.ITransport) -> None:
-    """TCP_NODELAY and SO_KEEPALIVE, where the transport has a socket."""
+    """TCP_NODELAY and SO_KEEPALIVE, where the transport has a TCP socket (not on the
+    UNIX sockets of slave channels)."""
     if interfaces.ITCPTransport.providedBy(transport):
         transport.setTcpNoDelay(True)
         transport.setTcpKeepAlive(True)
         return
     handle = getattr(transport, "getHandle", lambda: None)()
-    if isinstance(handle, socket.socket):
+    if isinstance(handle, socket.socket) and handle.family in (socket.AF_INET, socket.AF_INET6):
         handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

@@ -45,6 +45,7 @@ class VMAService(service.Service):
         for directory in {self.settings.run_dir, self.settings.log_dir}:
             os.makedirs(directory, exist_ok=True)
         self.session.files.delete()
+        self.session.channels.start()
         if self.settings.provisioning and os.geteuid() != 0:
             self.log.warn("not root: sessions run as this VMA's user, no account is provisioned")
         self.port = self.reactor.listenTCP(
@@ -60,7 +61,7 @@ class VMAService(service.Service):
 
     def stopService(self):
         super().stopService()
-        stops = [self.session.shutdown()]
+        stops = [self.session.shutdown().addCallback(lambda _: self.session.channels.stop())]
         if self.port is not None:
             stops.append(self.port.stopListening())
         return DeferredList(stops)

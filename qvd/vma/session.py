@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from qvd.http.simplerpc import RPCError
 from qvd.stream.lines import LineSplitter
 from qvd.vma import nxoptions, spawn
+from qvd.vma.channels import SessionChannels
 from qvd.vma.hooks import Hooks
 from qvd.vma.provisioning import Provisioner, SessionAccount
 from qvd.vma.settings import VMASettings
@@ -110,6 +111,7 @@ class XSession:
         self.hooks = hooks
         self.provisioner = Provisioner(reactor, settings, hooks)
         self.files = StateFiles(settings.state_path, settings.pid_path)
+        self.channels = SessionChannels(reactor, settings)
         self._lock = DeferredLock()
         self._xinit: Optional[_XinitProtocol] = None
         self._hooked_state = "stopped"
@@ -118,6 +120,7 @@ class XSession:
     # -- state ---------------------------------------------------------------
     def _write_state(self, raw: str) -> None:
         self.files.write_state(raw, self.clock.seconds())
+        self.channels.state_changed(raw)
         if raw != "provisioning":
             self._state_hook(x_state(raw))
 
@@ -125,6 +128,7 @@ class XSession:
         """The session is over: no files, and no xinit left waiting for its server."""
         self._signal_xinit(signal.SIGTERM)
         self.files.delete()
+        self.channels.ended()
         self._state_hook("stopped")
 
     def _state_hook(self, state: str) -> None:
@@ -174,7 +178,7 @@ class XSession:
 
     # -- nxagent output ------------------------------------------------------
     def output_line(self, xinit: "_XinitProtocol", line: str) -> None:
-        if xinit is not self._xinit:
+        if xinit is not self._xinit or self.channels.output_line(line):
             return
         match = _PID.match(line)
         if match:
@@ -206,7 +210,7 @@ class XSession:
                 f"Unable to start/resume X session in state {state}, try again in a few minutes\n"
             )
         yield self.hooks.action("pre-connect", state, params.items())
-        self._write_slave_key(params)
+        self.channels.session_params(params)
         yield self._set_timezone(params.get("qvd.client.timezone") or "")
         self._write_state("initiating")
         if state == "stopped":
@@ -243,12 +247,6 @@ class XSession:
             code = str(e)
         if code:
             self.log.warn("could not set the time zone to {zone}: {code}", zone=zone, code=code)
-
-    def _write_slave_key(self, params: Mapping[str, Optional[str]]) -> None:
-        key = params.get("qvd.slave.key")
-        if key:
-            with open(self.settings.slave_config_path, "w") as f:  # read by the session's slave server
-                f.write(key)
 
     def _write_options(self, options: list[tuple[str, str]]) -> None:
         with open(self.settings.options_path, "w") as f:
@@ -305,6 +303,7 @@ class XSession:
         finally:
             os.umask(umask)
         xinit.transport.closeStdin()
+        self.channels.launched(account, env)
 
     def _environment(self, account: SessionAccount) -> dict[str, str]:
         env = {
@@ -315,8 +314,7 @@ class XSession:
             "MAIL": f"/var/mail/{account.name}",
             "SHELL": self.settings.shell,
             "NX_CLIENT": self.settings.nxdiag,
-            "NX_SLAVE_CMD": self.settings.slave_command,
-            "QVD_SLAVE_CMD": self.settings.slave_command,
+            **self.channels.environment(),
         }
         for path in _ENV_FILES:
             env.update(_env_file(path))

@@ -40,6 +40,10 @@ class VMASettings:
     pid_path: str
     options_path: str
     slave_config_path: str
+    slave_socket: str
+    slave_handoff: str
+    printing_config_path: str
+    pulseaudio_config_path: str
     nxagent_log: str
     hooks_log: str
     xinit: str
@@ -54,6 +58,8 @@ class VMASettings:
     slave: bool
     printing: bool
     slave_command: str
+    shares_path: str
+    sshfs_extra: list[str]
     loopback: bool
     extra_args_allowed: frozenset[str]
     default_user: str
@@ -88,6 +94,10 @@ class VMASettings:
             pid_path=get("internal.vma.nxagent.pid"),
             options_path=get("internal.vma.nxagent.config"),
             slave_config_path=get("internal.vma.slave.config"),
+            slave_socket=get("internal.vma.slave.socket"),
+            slave_handoff=get("internal.vma.slave.handoff"),
+            printing_config_path=get("internal.vma.printing.config"),
+            pulseaudio_config_path=get("internal.vma.pulseaudio.config"),
             nxagent_log=get("internal.vma.nxagent.log"),
             hooks_log=get("internal.vma.hooks.log"),
             xinit=get("command.xinit"),
@@ -104,7 +114,9 @@ class VMASettings:
             audio=config.get_bool("vma.audio.enable"),
             slave=config.get_bool("vma.slave.enable"),
             printing=config.get_bool("vma.printing.enable"),
-            slave_command=get("vma.slave.command"),
+            slave_command=get("vma.slave.command").strip(),
+            shares_path=get("vma.user.shares.path").strip(),
+            sshfs_extra=shlex.split(get("vma.sshfs.extra_args")),
             loopback=config.get_bool("vma.nxagent.loopback"),
             extra_args_allowed=frozenset(config.get_list("vma.nxagent.extra_args.allowed")),
             default_user=get("vma.user.default.name"),
@@ -119,7 +131,8 @@ class VMASettings:
             poweroff_command=shlex.split(get("vma.poweroff.command")),
             commands={
                 name: get(f"command.{name}")
-                for name in ("useradd", "userdel", "groupadd", "groupdel", "timedatectl")
+                for name in ("useradd", "userdel", "groupadd", "groupdel", "timedatectl", "sshfs",
+                             "sftp-server", "open_file", "pulseaudio", "fusermount")
             },
             hooks={key: get(key).strip() for key in HOOK_KEYS if get(key).strip()},
         )

@@ -120,7 +120,7 @@ class SettingsTests(unittest.TestCase):
     def test_nxproxy_argv(self):
         s = resolve(self.config("client.nxproxy.extra_args = -d 3\n"),
                     {"host": "h", "nx_options": "nx/nx,data=0,cache=16384:0"}, {})
-        self.assertEqual(nxproxy_argv(s, 45123, 62001),
+        self.assertEqual(nxproxy_argv(s, 45123, ["cups=631", "slave=62001"]),
                          ["/usr/bin/nxproxy", "-d", "3", "data=0", "cache=16384", "-S",
                           "cups=631", "slave=62001", "localhost:41123"])
         self.assertEqual(nx_option_words("link=lan,pack=0"), ["link=lan", "pack=0"])

@@ -103,10 +103,11 @@ class Child:
         env: dict[str, str],
         fd3: bool = False,
         stop_signal: str = "KILL",
+        stdin: Optional[int] = None,
     ):
         self.stop_signal = stop_signal
         self.protocol = _ChildOutput()
-        fds = {0: "w", 1: "r", 2: "r", **({3: "r"} if fd3 else {})}
+        fds = {0: "w" if stdin is None else stdin, 1: "r", 2: "r", **({3: "r"} if fd3 else {})}
         self.process = reactor.spawnProcess(self.protocol, argv[0], argv, env=env, childFDs=fds)
         testcase.addCleanup(self.stop)
 

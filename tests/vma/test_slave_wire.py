@@ -1,0 +1,69 @@
+"""The golden slave-channel transcripts of protocols/slave.md, replayed against a real
+VMA through the real hand-off: each channel is one end of a socket pair given to the
+generated ``NX_SLAVE_CMD`` script as its standard input, as nxagent does."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.protocol import Factory
+from twisted.trial import unittest
+
+from tests.support.paths import scratch_dir
+from tests.support.processes import Child
+from tests.support.transcripts import transcripts
+from tests.support.vma import make_settings, start_vma
+from tests.vma.test_wire import Replay
+
+TRANSCRIPTS = transcripts("slave.md")
+KEY = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZab"
+
+
+class SlaveTranscriptTests(unittest.TestCase):
+    def setUp(self):
+        self.directory = scratch_dir(self)
+        self.settings = make_settings(self.directory, **{"vma.slave.enable": "1"})
+        self.service, _ = start_vma(self, self.settings)
+        self.service.session.channels.key = KEY  # what x_start stores
+
+    def test_the_handoff_command_is_runnable_by_anyone(self):
+        mode = os.stat(self.settings.slave_handoff).st_mode
+        self.assertEqual(mode & 0o755, 0o755)
+        self.assertEqual(os.stat(self.settings.slave_socket).st_mode & 0o777, 0o600)
+
+    @inlineCallbacks
+    def replay(self, name: str):
+        transcript = TRANSCRIPTS[name]
+        (sent, expected), closes = transcript.whole(), transcript.closes
+        ours, nxagents = socket.socketpair()
+        self.addCleanup(ours.close)
+        handoff = Child(self, [self.settings.slave_handoff], {"PATH": "/usr/bin:/bin"},
+                        stdin=nxagents.fileno())
+        nxagents.close()
+        yield handoff.protocol.ended
+        self.assertEqual(handoff.protocol.output, b"")
+        peer = Replay(sent, len(expected), closes)
+        ours.setblocking(False)
+        reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX,
+                                      Factory.forProtocol(lambda: peer))
+        received = yield peer.done.addTimeout(10, reactor)
+        self.assertEqual(received, expected)
+
+    def test_all_transcripts_are_replayed(self):
+        names = {n[len("test_") :].replace("_", "-") for n in dir(self) if n.startswith("test_")}
+        self.assertLessEqual(set(TRANSCRIPTS), names)
+
+    def test_no_key(self):
+        return self.replay("no-key")
+
+    def test_wrong_key(self):
+        return self.replay("wrong-key")
+
+    def test_no_upgrade_no_session(self):
+        return self.replay("no-upgrade-no-session")
+
+    def test_wrong_method(self):
+        return self.replay("wrong-method")
