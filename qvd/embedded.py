@@ -114,8 +114,10 @@ def ensure_session_account(name: str) -> bool:
     return True
 
 
-def ensure_certificate(key_path: str, cert_path: str, nodename: str) -> bool:
-    """A self-signed L7R certificate for this machine, if none is there; True if made."""
+def ensure_certificate(key_path: str, cert_path: str, nodename: str,
+                       addresses: Sequence[str] = ()) -> bool:
+    """A self-signed L7R certificate for this machine (and ``addresses``, the IPs it is
+    also reached at), if none is there; True if made."""
     if os.path.exists(key_path) and os.path.exists(cert_path):
         return False
     key = ec.generate_private_key(ec.SECP256R1())
@@ -123,6 +125,7 @@ def ensure_certificate(key_path: str, cert_path: str, nodename: str) -> bool:
     now = datetime.datetime.now(datetime.timezone.utc)
     names = [x509.DNSName(nodename), x509.DNSName("localhost"),
              x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))

@@ -58,13 +58,13 @@ LB_CANDIDATES = (
 
 
 def lb_candidates(db: Database) -> defer.Deferred[list[tuple[Any, ...]]]:
-    return db.run_query(LB_CANDIDATES)
+    return db.run_read(LB_CANDIDATES)
 
 
 # -- HKD: host ------------------------------------------------------------------------
 
 def schema_versions(db: Database) -> defer.Deferred[list[tuple[Any, ...]]]:
-    return db.run_query("SELECT version FROM versions WHERE component = 'schema'")
+    return db.run_read("SELECT version FROM versions WHERE component = 'schema'")
 
 
 def set_host_state(db: Database, host_id: int, state: str) -> defer.Deferred[list[tuple[Any, ...]]]:
@@ -96,7 +96,7 @@ def take_host_cmd(db: Database, host_id: int) -> defer.Deferred[list[tuple[Any, 
 
 def unfinished_vms(db: Database, host_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
     """VMs this host left in a non-stopped state (the zombie scan)."""
-    return db.run_query(
+    return db.run_read(
         "SELECT vm_id, vm_state FROM vm_runtimes WHERE host_id = %s AND vm_state <> 'stopped'"
         " ORDER BY vm_id", (host_id,))
 
@@ -116,7 +116,7 @@ def claim_vm_starts(db: Database, host_id: int, now: int) -> defer.Deferred[list
 
 def vm_start_info(db: Database, vm_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
     """The VM, its owner and the unblocked DI its tag names (QVD 4 loading_row + searching_di)."""
-    return db.run_query(
+    return db.run_read(
         "SELECT v.id, v.name, v.user_id, u.login, v.osf_id, v.di_tag, v.ip, d.id, d.path,"
         " o.memory, o.user_storage_size"
         " FROM vms v JOIN users u ON u.id = v.user_id JOIN osfs o ON o.id = v.osf_id"
@@ -175,7 +175,7 @@ def touch_vma_ok(db: Database, vm_id: int, host_id: int, now: int) -> defer.Defe
 
 def expired_vms(db: Database, host_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
     """(vm_id, soft text, hard text, soft expired, hard expired) of running VMs past a limit."""
-    return db.run_query(
+    return db.run_read(
         "SELECT vm_id, vm_expiration_soft::text, vm_expiration_hard::text,"
         " COALESCE(vm_expiration_soft < now(), FALSE), COALESCE(vm_expiration_hard < now(), FALSE)"
         " FROM vm_runtimes WHERE host_id = %s AND vm_state = 'running'"
@@ -247,7 +247,7 @@ VM_ROW = (
 
 def node_status(db: Database, nodename: str) -> defer.Deferred[list[tuple[Any, ...]]]:
     """(host id, address, state, blocked) of the node named ``nodename``."""
-    return db.run_query(
+    return db.run_read(
         "SELECT h.id, h.address, r.state, r.blocked FROM hosts h"
         " JOIN host_runtimes r ON r.host_id = h.id WHERE h.name = %s", (nodename,))
 
@@ -274,7 +274,7 @@ def _count(cursor: Cursor, host_id: int, assignments: str) -> Generator[defer.De
 def vms_of_user(
     db: Database, user_id: int, is_application: bool
 ) -> defer.Deferred[list[tuple[Any, ...]]]:
-    return db.run_query(
+    return db.run_read(
         "SELECT v.id, v.name, r.vm_state, COALESCE(r.blocked, FALSE), o.is_application"
         " FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id JOIN osfs o ON o.id = v.osf_id"
         " WHERE v.user_id = %s AND o.is_application = %s ORDER BY v.id",
@@ -282,7 +282,7 @@ def vms_of_user(
 
 
 def vm_row(db: Database, vm_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
-    return db.run_query(VM_ROW, (vm_id,))
+    return db.run_read(VM_ROW, (vm_id,))
 
 
 def set_real_user(db: Database, vm_id: int, user_id: int) -> defer.Deferred[None]:
@@ -378,7 +378,7 @@ VM_PROPERTIES = " UNION ALL ".join([
 
 def vm_properties(db: Database, vm_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
     """(level, key, value) rows in precedence order."""
-    return db.run_query(VM_PROPERTIES, {"vm": vm_id})
+    return db.run_read(VM_PROPERTIES, {"vm": vm_id})
 
 
 def mark_connected(
@@ -418,14 +418,14 @@ def release_session(
 
 
 def sessions_to_abort(db: Database, host_id: int, pid: int) -> defer.Deferred[list[tuple[Any, ...]]]:
-    return db.run_query(
+    return db.run_read(
         "SELECT vm_id FROM vm_runtimes WHERE l7r_host_id = %s AND l7r_pid = %s"
         " AND user_cmd = 'abort'", (host_id, pid))
 
 
 def sessions_of_host(db: Database, host_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
     """(vm id, l7r pid) of every session the L7Rs of this host hold."""
-    return db.run_query(
+    return db.run_read(
         "SELECT vm_id, l7r_pid FROM vm_runtimes WHERE l7r_host_id = %s", (host_id,))
 
 
@@ -433,19 +433,19 @@ def sessions_of_host(db: Database, host_id: int) -> defer.Deferred[list[tuple[An
 
 def tenant_by_name(db: Database, name: str) -> defer.Deferred[list[tuple[Any, ...]]]:
     """(id, blocked) of the tenant called exactly ``name``."""
-    return db.run_query("SELECT id, blocked FROM tenants WHERE name = %s", (name,))
+    return db.run_read("SELECT id, blocked FROM tenants WHERE name = %s", (name,))
 
 
 def user_by_login(db: Database, tenant_id: int, login: str) -> defer.Deferred[list[tuple[Any, ...]]]:
     """(id, blocked, password hash) of a tenant's user."""
-    return db.run_query(
+    return db.run_read(
         "SELECT id, blocked, password FROM users WHERE tenant_id = %s AND login = %s",
         (tenant_id, login))
 
 
 def user_with_tenant(db: Database, user_id: int) -> defer.Deferred[list[tuple[Any, ...]]]:
     """(login, blocked, tenant id, tenant name, tenant blocked) of a user."""
-    return db.run_query(
+    return db.run_read(
         "SELECT u.login, u.blocked, t.id, t.name, t.blocked FROM users u"
         " JOIN tenants t ON t.id = u.tenant_id WHERE u.id = %s", (user_id,))
 

@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qvd.config import Config
-from qvd.hkd import netns
+from qvd.hkd import addresses, netns
 from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError, VMSpec
 from qvd.hkd.once import Once
 
@@ -184,12 +184,15 @@ class ProcessHypervisor:
         self._namespaces = netns.Namespaces(config, reactor)
         self._lock = defer.DeferredLock()
         self._displays: dict[int, int] = {}
+        self._addresses: dict[int, str] = {}
 
     # -- launch ---------------------------------------------------------------------
     @defer.inlineCallbacks
     def launch(self, spec: VMSpec) -> Any:
         passed = {k: v for k, v in self.config.effective().items() if k.startswith(PASSED_PREFIXES)}
-        net = netns.plan(self.config, spec.vm_id, spec.ip)
+        net = netns.plan(self.config, spec.vm_id, self._address(spec))
+        if net is not None:
+            self._addresses[spec.vm_id] = net.address
         settings = self._settings(spec.vm_id, net)
         yield self._lock.acquire()
         try:
@@ -208,6 +211,13 @@ class ProcessHypervisor:
             yield self.release(spec.vm_id)
             raise
         return vm
+
+    def _address(self, spec: VMSpec) -> Optional[str]:
+        """The VM's IP: one of this node's ``vm.process.ip.range`` when set, else vms.ip."""
+        span = self.config.get(addresses.RANGE_KEY, default="").strip()
+        if not span or not netns.enabled(self.config):
+            return spec.ip
+        return addresses.pick(span, spec.vm_id, set(self._addresses.values()))
 
     def _settings(self, vm_id: int, net: Optional[netns.VMNetwork]) -> dict[str, str]:
         """What ``_prepare`` needs, read in the reactor thread (the config is not thread-safe)."""
@@ -332,6 +342,8 @@ class ProcessHypervisor:
             return None
         record, process = found
         self._displays[vm_id] = record.display
+        if record.namespace:
+            self._addresses[vm_id] = record.address
         delay = self.config.get_float("internal.hkd.process.check.delay")
         return _AdoptedVM(self.reactor, record, process, delay)
 
@@ -346,6 +358,7 @@ class ProcessHypervisor:
     @defer.inlineCallbacks
     def release(self, vm_id: int) -> Any:
         self._displays.pop(vm_id, None)
+        self._addresses.pop(vm_id, None)
         if netns.enabled(self.config):
             yield self._namespaces.remove(netns.namespace(self.config, vm_id))
         path = os.path.join(self.config.get("path.storage.process"), str(vm_id), STATE_FILE)
