@@ -204,12 +204,14 @@ def first_of(reactor: Any, timeout: float, *waited: defer.Deferred[Any]) -> defe
 
 @defer.inlineCallbacks
 def run_nxproxy(reactor: Any, relay: Relay, settings: Settings,
-                started: Callable[[NXProxy], None]) -> Generator[Any, Any, None]:
-    """Spawn nxproxy and splice its connection into ``relay``; fails if it never comes."""
+                started: Callable[[NXProxy], None],
+                extra_env: Optional[dict[str, str]] = None) -> Generator[Any, Any, None]:
+    """Spawn nxproxy (our environment and ``extra_env``: another DISPLAY, HOME) and splice
+    its connection into ``relay``; fails if it never comes."""
     factory = _OneConnection(relay)
     listening = yield listen_above_4000(reactor, factory)
     port = listening.getHost().port
-    env = dict(os.environ, NX_CLIENT="/bin/true")  # no NX dialogs: we say what happened
+    env = {**os.environ, "NX_CLIENT": "/bin/true", **(extra_env or {})}  # NX_CLIENT: no dialogs
     if settings.slave_command:
         env["NX_SLAVE_CMD"] = env["QVD_SLAVE_CMD"] = settings.slave_command
     nxproxy = NXProxy(settings.verbose)

@@ -247,7 +247,7 @@ class Farm:
                 f"vm.hypervisor = process\nvm.process.account = {o.account}\n"
                 f"vm.network.bridge = {network.VM_BRIDGE}\nvm.network.gateway = {plan.vm_gateway(i)}\n"
                 f"vm.network.netmask = 255.255.255.0\nvm.process.ip.range = {plan.vm_range(i)}\n"
-                f"internal.vm.network.device.prefix = {plan.vm_prefix}\n"
+                f"internal.vm.network.device.prefix = {plan.vm_prefix(i)}\n"
                 f"command.x-session = {o.session}\n"
                 + (FAST_TIMERS if o.fast else "") + o.extra)
 
@@ -397,10 +397,11 @@ class Farm:
             return []
         return sorted(p.pid for p in children if "--worker" in p.cmdline())
 
-    def vm_pids(self, vm_id: int) -> list[int]:
-        """Every process of a VM (its VMA, nxagent, the session), by its namespace."""
+    def vm_pids(self, i: int, vm_id: int) -> list[int]:
+        """Every process of a VM on node ``i`` (its VMA, nxagent, the session), found by
+        the VM's namespace."""
         assert self.plan is not None
-        return network.pids_in(f"{self.plan.vm_prefix}{vm_id}")
+        return network.pids_in(f"{self.plan.vm_prefix(i)}{vm_id}")
 
     # -- haproxy ---------------------------------------------------------------------------
     def balancer(self) -> dict[str, tuple[str, str]]:

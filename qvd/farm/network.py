@@ -8,7 +8,7 @@ Layout for a farm whose plan picked ``10.X.0.0/16`` (X free on this machine):
   veth pair (``qf<id>r<i>`` outside, ``eth0`` inside) at ``10.X.0.(10+i)``;
 * behind node *i*, its VM network ``10.X.i.0/24`` on a bridge ``qvdnet``
   inside its namespace (gateway ``10.X.i.1``); each VM is a namespace of
-  its own (``qf<id>m<vm id>``, made by the node's HKD) at an address of
+  its own (``qf<id><i>v<vm id>``, made by the node's HKD) at an address of
   ``10.X.i.10-10.X.i.250``.  Nodes forward for their VMs and route the other
   nodes' VM networks through those nodes, so any L7R reaches any VM, as on
   a routed QVD network; the machine's namespace gets the same routes, so
@@ -63,10 +63,11 @@ class Plan:
         """The machine's address on the farm bridge: QVD-DB, haproxy, clients."""
         return f"10.{self.octet}.0.1"
 
-    @property
-    def vm_prefix(self) -> str:
-        """``internal.vm.network.device.prefix`` of the nodes: VM namespaces are this + id."""
-        return f"{self.prefix}m"
+    def vm_prefix(self, i: int) -> str:
+        """Node *i*'s ``internal.vm.network.device.prefix``: its VM namespaces are this + the
+        VM id.  One prefix per node: two nodes may run the same VM at once (one of them
+        lost, not yet fenced), and on one machine their namespaces must not share a name."""
+        return f"{self.prefix}{i}v"
 
     def namespace(self, i: int) -> str:
         return f"{self.prefix}n{i}"
