@@ -190,6 +190,10 @@ def release_lost_hosts(
 ) -> defer.Deferred[tuple[list[int], list[int]]]:
     """Mark silent hosts ``lost`` and release their VMs and sessions, in one transaction.
 
+    Silence is counted from the last heartbeat, or from the server's start if that
+    is later: while PostgreSQL was down or restarting no host could tick, and
+    counting that time would have every node fence the others after an outage
+    longer than ``cluster.node.timeout``.
     Fires with (hosts marked lost, L7R hosts to NOTIFY about sessions to abort).
     """
     return db.run_interaction(_release_lost_hosts, host_id, timeout, now)
@@ -202,7 +206,9 @@ def _release_lost_hosts(
     yield cursor.execute(
         "UPDATE host_runtimes SET state = 'lost' WHERE host_id <> %s"
         " AND state NOT IN ('stopped', 'starting', 'lost')"
-        " AND (ok_ts IS NULL OR now() - ok_ts > make_interval(secs => %s)) RETURNING host_id",
+        " AND (ok_ts IS NULL OR now() - GREATEST(ok_ts,"
+        " pg_postmaster_start_time() AT TIME ZONE 'UTC') > make_interval(secs => %s))"
+        " RETURNING host_id",
         (host_id, timeout))
     lost = [row[0] for row in cursor.fetchall()]
     yield cursor.execute(

@@ -49,6 +49,7 @@ L7R_PORT = 8443
 PG_PORT = 5432
 DB_NAME = DB_USER = "qvd"
 TWISTD = "from twisted.scripts.twistd import run; run()"
+DISPLAYS = 1000  # X displays of one node: 1000 * (i + 1) and up for node i
 START_TIMEOUT = 90.0  # seconds a node may take to serve, haproxy to see it
 STOP_TIMEOUT = 30.0
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -248,6 +249,9 @@ class Farm:
                 f"vm.network.bridge = {network.VM_BRIDGE}\nvm.network.gateway = {plan.vm_gateway(i)}\n"
                 f"vm.network.netmask = 255.255.255.0\nvm.process.ip.range = {plan.vm_range(i)}\n"
                 f"internal.vm.network.device.prefix = {plan.vm_prefix(i)}\n"
+                # X displays are machine-wide (lock files in /tmp): a range per node
+                f"internal.hkd.process.display.base = {DISPLAYS * (i + 1)}\n"
+                f"internal.hkd.process.display.span = {DISPLAYS}\n"
                 f"command.x-session = {o.session}\n"
                 + (FAST_TIMERS if o.fast else "") + o.extra)
 

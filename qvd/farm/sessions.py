@@ -74,8 +74,9 @@ class Desktop:
 
         yield run_nxproxy(self.reactor, relay, self.settings, started, self.env)
 
-    def _ended(self, side: str) -> None:
+    def _ended(self, side: str) -> str:
         self.ended = side
+        return side
 
     @property
     def alive(self) -> bool:

@@ -359,9 +359,10 @@ class ProcessHypervisor:
     def release(self, vm_id: int) -> Any:
         self._displays.pop(vm_id, None)
         self._addresses.pop(vm_id, None)
+        path = os.path.join(self.config.get("path.storage.process"), str(vm_id), STATE_FILE)
+        yield threads.deferToThread(_end_session, path)
         if netns.enabled(self.config):
             yield self._namespaces.remove(netns.namespace(self.config, vm_id))
-        path = os.path.join(self.config.get("path.storage.process"), str(vm_id), STATE_FILE)
         yield threads.deferToThread(_unlink, path)
 
 
@@ -403,6 +404,24 @@ def _find(directory: str) -> Optional[tuple[Record, psutil.Process]]:
     except (OSError, ValueError, TypeError, psutil.Error):
         return None
     return (record, process) if same and _alive(process) else None
+
+
+def _end_session(state_file: str) -> None:
+    """SIGKILL what is left of a VM: the VMA led a session of its own (``setsid``) and its
+    xinit, nxagent and X clients are in it; a VMA killed outright (a hard stop, fencing)
+    leaves them running.  The kernel keeps a session's id from being reused while members
+    remain, so the recorded pid still names that session."""
+    try:
+        with open(state_file, encoding="utf-8") as f:
+            leader = int(json.load(f)["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == leader:
+                process.kill()
+        except (OSError, psutil.Error):
+            pass
 
 
 def _unlink(path: str) -> None:
