@@ -484,8 +484,6 @@ class Farm:
             except BrokenPipeError:
                 pass
             self._janitor.wait(STOP_TIMEOUT)
-        if self.plan is not None and os.path.exists(janitor.log_path(self.plan.farm_id)):
-            os.unlink(janitor.log_path(self.plan.farm_id))
 
     def explain(self, node: Node) -> str:
         """The end of a node's logs, for an error message."""

@@ -149,10 +149,11 @@ def teardown(state: State) -> None:
     _remove_x_locks(state.directory)
     if state.owned:
         shutil.rmtree(state.directory, ignore_errors=True)
-    try:
-        os.unlink(state.path)
-    except FileNotFoundError:
-        pass
+    for path in (log_path(state.plan.farm_id), state.path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def start(farm_id: str) -> subprocess.Popen:
@@ -181,7 +182,6 @@ def main() -> None:
           flush=True)
     teardown(state)
     print(f"janitor: farm {farm_id} removed in {time.monotonic() - started:.1f}s", flush=True)
-    os.unlink(log_path(farm_id))
 
 
 if __name__ == "__main__":
