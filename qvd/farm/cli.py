@@ -1,6 +1,6 @@
 """``qvd-farm``: a farm of QVD nodes on this machine, for tests and demos (as root).
 
-    qvd-farm up N [--desktops K] [--processes P] [--fast] [--dir DIR] [--account A]
+    qvd-farm up N [--desktops K] [--processes P] [--fast] [--combined] [--dir DIR] ...
     qvd-farm down [ID ...]      remove farms whose owner is gone (all such by default)
     qvd-farm list
 
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="vm.process.account (default qvd, created if missing)")
     up.add_argument("--session", default="/usr/bin/xterm",
                     help="the VMs' X session command (command.x-session)")
+    up.add_argument("--combined", action="store_true",
+                    help="one twistd qvd-node per node (HKD and L7R in one process)")
     down = actions.add_parser("down", help="remove farms whose owner and janitor are gone")
     down.add_argument("ids", nargs="*", help="farm ids (default: every abandoned farm)")
     actions.add_parser("list", help="the farms of this machine")
@@ -73,7 +75,7 @@ def describe(summary: dict[str, Any], desktops: list[tuple[str, str, int]]) -> s
 
 def up(args: argparse.Namespace) -> int:
     farm = Farm(Options(args.nodes, args.dir, args.processes, args.account, args.session,
-                        args.fast))
+                        args.fast, combined=args.combined))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set() if farm.nodes else sys.exit(1))
     try:

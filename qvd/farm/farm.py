@@ -12,7 +12,8 @@ Directory of a farm::
     storage/             shared storage: staging, images, homes (NFS in a real farm)
     pg/                  the QVD-DB cluster
     haproxy/             haproxy's configuration, stats socket and log
-    nodes/node<i>/       node.conf, run/, log/, process/ (local: VM state), hkd.log, l7r.log
+    nodes/node<i>/       node.conf, run/, log/, process/ (local: VM state), hkd.log and
+                         l7r.log (node.log when combined)
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Options:
     session: str = "/usr/bin/xterm"  # command.x-session of the VMs
     fast: bool = False  # FAST_TIMERS
     extra: str = ""  # more node.conf lines for every node
+    combined: bool = False  # one ``twistd qvd-node`` per node instead of qvd-hkd + qvd-l7r
 
 
 @dataclass
@@ -135,6 +137,8 @@ class Daemon:
 
 @dataclass
 class Node:
+    """One node; ``hkd`` and ``l7r`` are the same ``qvd-node`` daemon when combined."""
+
     index: int
     name: str
     namespace: str
@@ -146,8 +150,8 @@ class Node:
     host_id: int = 0
 
     @property
-    def daemons(self) -> tuple[Daemon, Daemon]:
-        return self.hkd, self.l7r
+    def daemons(self) -> list[Daemon]:
+        return [self.hkd] if self.hkd is self.l7r else [self.hkd, self.l7r]
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str,
@@ -349,8 +353,12 @@ class Farm:
             return Daemon(plugin, argv, os.path.join(directory, log))
 
         host_id = self.sql("SELECT id FROM hosts WHERE name = %s", (f"node{i}",))[0][0]
-        return Node(i, f"node{i}", plan.namespace(i), plan.address(i), directory, conf,
-                    daemon("qvd-hkd", "hkd.log"), daemon("qvd-l7r", "l7r.log"), host_id)
+        if self.options.combined:
+            hkd = l7r = daemon("qvd-node", "node.log")
+        else:
+            hkd, l7r = daemon("qvd-hkd", "hkd.log"), daemon("qvd-l7r", "l7r.log")
+        return Node(i, f"node{i}", plan.namespace(i), plan.address(i), directory, conf, hkd,
+                    l7r, host_id)
 
     def _start_haproxy(self) -> None:
         assert self.state is not None
@@ -412,13 +420,14 @@ class Farm:
         assert self.haproxy is not None
         return self.haproxy.servers()
 
-    def wait_balanced(self, wanted: dict[str, str], timeout: float = START_TIMEOUT) -> float:
+    def wait_balanced(self, wanted: dict[str, str], timeout: float = START_TIMEOUT,
+                      interval: float = 0.1) -> float:
         """Until haproxy reports each named server in the wanted status (UP, DOWN); the
         seconds it took."""
         started = time.monotonic()
         wait_for(lambda: all(self.balancer().get(name, ("",))[0] == status
                              for name, status in wanted.items()),
-                 timeout, f"haproxy seeing {wanted}", lambda: f" ({self.balancer()})")
+                 timeout, f"haproxy seeing {wanted}", lambda: f" ({self.balancer()})", interval)
         return time.monotonic() - started
 
     # -- QVD-DB --------------------------------------------------------------------------

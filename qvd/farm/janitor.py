@@ -25,12 +25,11 @@ import psutil
 
 from qvd.farm import network
 from qvd.farm.network import RUN_DIR, Plan
+from qvd.hkd.process import STATE_FILE, end_session
 from qvd.pgcluster import LocalCluster
 
 DONE = b"done"
 KILL_ROUNDS = 50  # processes may fork while they are killed: look again, up to this often
-X_LOCK = "/tmp/.X{}-lock"
-X_SOCKET = "/tmp/.X11-unix/X{}"
 
 
 @dataclass
@@ -95,6 +94,22 @@ def kill_farm_processes(plan: Plan) -> None:
         psutil.wait_procs([p for p in map(_process, pids) if p is not None], timeout=2)
 
 
+def kill_strays(state: State) -> None:
+    """SIGKILL any process still naming the farm's directory (a VM's VMA, xinit or nxagent
+    whose namespace lost its name), but not the farm's owner or ourselves."""
+    mark = os.path.join(state.directory, "")
+    spared = {os.getpid(), state.owner}
+    strays = []
+    for process in psutil.process_iter(["cmdline"]):
+        if process.pid not in spared and any(mark in arg for arg in process.info["cmdline"] or []):
+            try:
+                process.kill()
+                strays.append(process)
+            except psutil.Error:
+                pass
+    psutil.wait_procs(strays, timeout=2)
+
+
 def _process(pid: int) -> Optional[psutil.Process]:
     try:
         return psutil.Process(pid)
@@ -114,29 +129,11 @@ def _kill_haproxy(state: State) -> None:
         pass
 
 
-def _remove_x_locks(directory: str) -> None:
-    """The X lock files of the farm's VMs whose nxagent was killed (they would block
-    those displays for every later nxagent here)."""
-    nodes = os.path.join(directory, "nodes")
-    for root, _, files in os.walk(nodes):
-        if "vm.json" not in files:
-            continue
-        try:
-            with open(os.path.join(root, "vm.json")) as f:
-                display = int(json.load(f)["display"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        try:
-            with open(X_LOCK.format(display)) as f:
-                if psutil.pid_exists(int(f.read().strip() or 0)):
-                    continue  # another X server has that display now
-        except (OSError, ValueError):
-            pass
-        for path in (X_LOCK.format(display), X_SOCKET.format(display)):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+def _end_vms(directory: str) -> None:
+    """What is left of the farm's VMs (their sessions, X lock files), by their records."""
+    for root, _, files in os.walk(os.path.join(directory, "nodes")):
+        if STATE_FILE in files:
+            end_session(os.path.join(root, STATE_FILE))
 
 
 def teardown(state: State) -> None:
@@ -145,8 +142,9 @@ def teardown(state: State) -> None:
     _kill_haproxy(state)
     if os.path.exists(state.pg_root):
         LocalCluster(root=state.pg_root, port=0).destroy()
+    kill_strays(state)
     network.destroy(state.plan)
-    _remove_x_locks(state.directory)
+    _end_vms(state.directory)
     if state.owned:
         shutil.rmtree(state.directory, ignore_errors=True)
     for path in (log_path(state.plan.farm_id), state.path):

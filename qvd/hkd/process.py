@@ -360,7 +360,7 @@ class ProcessHypervisor:
         self._displays.pop(vm_id, None)
         self._addresses.pop(vm_id, None)
         path = os.path.join(self.config.get("path.storage.process"), str(vm_id), STATE_FILE)
-        yield threads.deferToThread(_end_session, path)
+        yield threads.deferToThread(end_session, path)
         if netns.enabled(self.config):
             yield self._namespaces.remove(netns.namespace(self.config, vm_id))
         yield threads.deferToThread(_unlink, path)
@@ -406,22 +406,38 @@ def _find(directory: str) -> Optional[tuple[Record, psutil.Process]]:
     return (record, process) if same and _alive(process) else None
 
 
-def _end_session(state_file: str) -> None:
-    """SIGKILL what is left of a VM: the VMA led a session of its own (``setsid``) and its
-    xinit, nxagent and X clients are in it; a VMA killed outright (a hard stop, fencing)
-    leaves them running.  The kernel keeps a session's id from being reused while members
-    remain, so the recorded pid still names that session."""
+def end_session(state_file: str) -> None:
+    """SIGKILL what is left of a VM, and free its X display.
+
+    The VMA led a session of its own (``setsid``) and its xinit, nxagent and X
+    clients are in it; a VMA killed outright (a hard stop, fencing) leaves them
+    running.  The kernel keeps a session's id from being reused while members
+    remain, so the recorded pid still names that session.  An nxagent killed
+    leaves its X lock file, which would keep every later VM off that display.
+    """
     try:
         with open(state_file, encoding="utf-8") as f:
-            leader = int(json.load(f)["pid"])
+            record = json.load(f)
+        leader, display = int(record["pid"]), int(record["display"])
     except (OSError, ValueError, KeyError, TypeError):
         return
+    killed = []
     for process in psutil.process_iter():
         try:
             if os.getsid(process.pid) == leader:
                 process.kill()
+                killed.append(process)
         except (OSError, psutil.Error):
             pass
+    psutil.wait_procs(killed, timeout=5)
+    try:
+        with open(X_LOCK.format(display), encoding="ascii") as f:
+            holder = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return
+    if not psutil.pid_exists(holder):
+        for path in (X_LOCK.format(display), X_SOCKET.format(display)):
+            _unlink(path)
 
 
 def _unlink(path: str) -> None:
