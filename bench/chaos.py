@@ -168,15 +168,15 @@ class Chaos:
     def measure(self, name: str, hit: set[int], inflict: Callable[[], Any],
                 settle: float = 3.0) -> Generator[Any, Any, None]:
         refill = yield self.fill()
-        before = self.live()
+        before = {vm_id: d for vm_id, d in self.desktops.items() if d.alive}
         print(f"{name}: {len(before)} live sessions (refilled in {refill:.1f}s)", file=sys.stderr)
         recovery, notes = yield inflict()
         yield sleep(settle)
-        gone = before - self.live()
+        gone = {vm_id for vm_id, d in before.items() if not d.alive}  # even if back since
         wrong = yield threads.deferToThread(self.wrong_rows)
         for line in wrong:
             print(f"  wrong row {line}", file=sys.stderr)
-        self.figures.append(Figures(name, len(before), len(hit & before), len(gone),
+        self.figures.append(Figures(name, len(before), len(hit & set(before)), len(gone),
                                     len(gone - hit), recovery, len(wrong), notes))
         print(self.figures[-1].row(), file=sys.stderr)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import psutil
 
 from qvd.farm import network
 from qvd.farm.network import RUN_DIR, Plan
-from qvd.hkd.process import STATE_FILE, end_session
+from qvd.hkd.process import STATE_FILE, end_session, kill_all
 from qvd.pgcluster import LocalCluster
 
 DONE = b"done"
@@ -86,12 +85,7 @@ def kill_farm_processes(plan: Plan) -> None:
                 for pid in network.pids_in(ns)}
         if not pids:
             return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        psutil.wait_procs([p for p in map(_process, pids) if p is not None], timeout=2)
+        kill_all([p for p in map(_process, pids) if p is not None])
 
 
 def kill_strays(state: State) -> None:
@@ -99,15 +93,8 @@ def kill_strays(state: State) -> None:
     whose namespace lost its name), but not the farm's owner or ourselves."""
     mark = os.path.join(state.directory, "")
     spared = {os.getpid(), state.owner}
-    strays = []
-    for process in psutil.process_iter(["cmdline"]):
-        if process.pid not in spared and any(mark in arg for arg in process.info["cmdline"] or []):
-            try:
-                process.kill()
-                strays.append(process)
-            except psutil.Error:
-                pass
-    psutil.wait_procs(strays, timeout=2)
+    kill_all([p for p in psutil.process_iter(["cmdline"])
+              if p.pid not in spared and any(mark in arg for arg in p.info["cmdline"] or [])])
 
 
 def _process(pid: int) -> Optional[psutil.Process]:

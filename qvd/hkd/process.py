@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -421,23 +422,33 @@ def end_session(state_file: str) -> None:
         leader, display = int(record["pid"]), int(record["display"])
     except (OSError, ValueError, KeyError, TypeError):
         return
-    killed = []
+    members = []
     for process in psutil.process_iter():
         try:
             if os.getsid(process.pid) == leader:
-                process.kill()
-                killed.append(process)
-        except (OSError, psutil.Error):
+                members.append(process)
+        except OSError:
             pass
-    psutil.wait_procs(killed, timeout=5)
+    kill_all(members)
     try:
         with open(X_LOCK.format(display), encoding="ascii") as f:
-            holder = int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return
-    if not psutil.pid_exists(holder):
-        for path in (X_LOCK.format(display), X_SOCKET.format(display)):
-            _unlink(path)
+            holder = psutil.Process(int(f.read().strip() or 0))
+        if _alive(holder):
+            return
+    except (OSError, ValueError, psutil.Error):
+        pass
+    for path in (X_LOCK.format(display), X_SOCKET.format(display)):
+        _unlink(path)
+
+
+def kill_all(processes: list[psutil.Process], timeout: float = 5.0) -> None:
+    """SIGKILL them and wait until they are dead: zombies count, since reaping them is
+    their parent's business (or init's, which may take a while)."""
+    for process in processes:
+        _send(process, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _unlink(path: str) -> None:
