@@ -241,7 +241,7 @@ class Chaos:
         for node in self.farm.nodes:
             node.hkd.start()
         for node in self.farm.nodes:
-            yield threads.deferToThread(self.farm.wait_serving, node)
+            yield threads.deferToThread(self.farm.wait_hkd_running, node)
         took = time.monotonic() - started
         same = sum(1 for vm_id, r in self.rows().items() if r["vm_pid"] == vm_pids[vm_id])
         return f"{took:.2f} s to every node running", f"{same}/{len(vm_pids)} VMs kept their VMA"

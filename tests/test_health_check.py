@@ -7,10 +7,8 @@ is read from its stats socket."""
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from typing import Any, Generator
@@ -18,6 +16,7 @@ from typing import Any, Generator
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from qvd.farm.haproxy import show_stat
 from qvd.pgcluster import free_port
 from tests.hkd.support import poll
 from tests.l7r.support import get, make_node, start_l7r
@@ -71,17 +70,9 @@ class HAProxy:
         if self.process.poll() is not None:
             raise AssertionError(f"haproxy exited with {self.process.returncode}:"
                                  f" see {self.log.name}")
-        try:
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(5)
-                sock.connect(self.socket)
-                sock.sendall(b"show stat\n")
-                data = b""
-                while chunk := sock.recv(65536):
-                    data += chunk
-        except (FileNotFoundError, ConnectionRefusedError):
+        rows = show_stat(self.socket)
+        if not rows:
             return "not started", ""
-        rows = csv.DictReader(data.decode("ascii").lstrip("# ").splitlines())
         row = next(r for r in rows if r["pxname"] == "qvd" and r["svname"] == "node")
         return row["status"], row["check_code"]
 

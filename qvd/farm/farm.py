@@ -381,6 +381,13 @@ class Farm:
         wait_for(lambda: ping(node.address)[0] == 200, timeout, f"{node.name} serving",
                  lambda: self.explain(node))
 
+    def wait_hkd_running(self, node: Node, timeout: float = START_TIMEOUT) -> None:
+        """Until the node's current HKD process has its host ``running`` (its heartbeat
+        writes its pid): after a restart, it has then recovered the VMs it found."""
+        wait_for(lambda: self.sql("SELECT pid, state FROM host_runtimes WHERE host_id = %s",
+                                  (node.host_id,)) == [(node.hkd.pid, "running")],
+                 timeout, f"{node.name}'s HKD running", lambda: self.explain(node))
+
     def start_node(self, i: int) -> None:
         node = self.node(i)
         self.start_daemons(node)

@@ -100,18 +100,22 @@ class HAProxy:
         """{server: (status, last check's code or status)} of the checked servers."""
         if self.process is None or self.process.poll() is not None:
             raise FarmError(f"haproxy is not running: see {self.log_path}")
-        try:
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(5)
-                sock.connect(self.socket)
-                sock.sendall(b"show stat\n")
-                data = b""
-                while chunk := sock.recv(65536):
-                    data += chunk
-        except (FileNotFoundError, ConnectionRefusedError):
-            return {}
-        rows = csv.DictReader(data.decode("ascii").lstrip("# ").splitlines())
         return {row["svname"]: (row["status"], row["check_code"] or row["check_status"])
-                for row in rows
+                for row in show_stat(self.socket)
                 if row["pxname"] == "qvd" and row["svname"] not in ("FRONTEND", "BACKEND")
                 and not row["svname"].endswith("-fallback")}
+
+
+def show_stat(socket_path: str) -> list[dict[str, str]]:
+    """haproxy's ``show stat`` rows from its stats socket (none while it is starting)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(socket_path)
+            sock.sendall(b"show stat\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+    except (FileNotFoundError, ConnectionRefusedError):
+        return []
+    return list(csv.DictReader(data.decode("ascii").lstrip("# ").splitlines()))

@@ -52,7 +52,7 @@ class DaemonFailureTests(FarmTestCase):
         for node in farm.nodes:
             node.hkd.start()
         for node in farm.nodes:
-            yield self.in_thread(farm.wait_serving, node)
+            yield self.in_thread(farm.wait_hkd_running, node)
         yield self.poll(lambda: all(f"adopted VM {v}" in self.logs() for v in vm_ids), bool,
                         20, "the VMs adopted")
 
