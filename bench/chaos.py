@@ -127,8 +127,8 @@ class Chaos:
         """Every user connected (the dropped ones again); seconds it took."""
         started = time.monotonic()
         missing = [u for u in self.users if u[2] not in self.live()]
-        for vm_id in [u[2] for u in missing if u[2] in self.desktops]:
-            yield self.desktops.pop(vm_id).close()
+        yield defer.gatherResults([self.desktops.pop(u[2]).close() for u in missing
+                                   if u[2] in self.desktops])
         limit = defer.DeferredSemaphore(CONNECTING)
         yield defer.gatherResults([limit.run(self.connect, u) for u in missing],
                                   consumeErrors=True)
@@ -324,8 +324,7 @@ def run(args: argparse.Namespace, xvfb_display: str, home: str) -> Generator[Any
         print("|---|---|---|---|---|---|---|---|")
         for figures in chaos.figures:
             print(figures.row())
-        for desktop in chaos.desktops.values():
-            yield desktop.close()
+        yield defer.gatherResults([d.close() for d in chaos.desktops.values()])
     finally:
         yield threads.deferToThread(farm.down)
 

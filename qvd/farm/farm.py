@@ -272,6 +272,8 @@ class Farm:
     def _up(self) -> None:
         o = self.options
         owned = o.directory is None
+        if not owned and os.path.isdir(o.directory) and os.listdir(o.directory):
+            raise FarmError(f"{o.directory} is not empty: a farm starts from nothing")
         self.directory = os.path.abspath(o.directory or tempfile.mkdtemp(prefix="qvd-farm-"))
         os.makedirs(self.directory, exist_ok=True)
         os.chmod(self.directory, 0o755)  # PostgreSQL and the session account go below

@@ -14,7 +14,7 @@ import tempfile
 from typing import Any, Callable, Optional
 
 from twisted.internet import reactor, threads
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial import unittest
 
 from qvd.farm.farm import Farm, Node, Options
@@ -41,13 +41,14 @@ class FarmTestCase(unittest.TestCase):
 
     nodes = 2
     processes = 1  # l7r.processes
+    combined = False  # twistd qvd-node instead of qvd-hkd and qvd-l7r
     timeout = 240
     skip = missing_tools()
 
     @inlineCallbacks
     def setUp(self):
         self.farm = Farm(Options(self.nodes, l7r_processes=self.processes, account="nobody",
-                                 session="/usr/bin/xclock", fast=True))
+                                 session="/usr/bin/xclock", fast=True, combined=self.combined))
         self.addCleanup(threads.deferToThread, self.farm.down)
         yield threads.deferToThread(self.farm.up)
         self.display = yield start_xvfb(self, "-ac")
@@ -76,10 +77,8 @@ class FarmTestCase(unittest.TestCase):
             raise AssertionError(f"session of {user[0]} failed: {e}{self.logs()}") from None
         return desktop
 
-    @inlineCallbacks
-    def _close_desktops(self):
-        for desktop in self.desktops:
-            yield desktop.close()
+    def _close_desktops(self) -> Deferred:
+        return gatherResults([desktop.close() for desktop in self.desktops])
 
     def users(self, count: int) -> Deferred:
         return threads.deferToThread(self.farm.add_desktops, count)
