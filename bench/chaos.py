@@ -128,7 +128,7 @@ class Chaos:
         started = time.monotonic()
         missing = [u for u in self.users if u[2] not in self.live()]
         yield defer.gatherResults([self.desktops.pop(u[2]).close() for u in missing
-                                   if u[2] in self.desktops])
+                                   if u[2] in self.desktops], consumeErrors=True)
         limit = defer.DeferredSemaphore(CONNECTING)
         yield defer.gatherResults([limit.run(self.connect, u) for u in missing],
                                   consumeErrors=True)
@@ -324,7 +324,8 @@ def run(args: argparse.Namespace, xvfb_display: str, home: str) -> Generator[Any
         print("|---|---|---|---|---|---|---|---|")
         for figures in chaos.figures:
             print(figures.row())
-        yield defer.gatherResults([d.close() for d in chaos.desktops.values()])
+        yield defer.gatherResults([d.close() for d in chaos.desktops.values()],
+                                  consumeErrors=True)
     finally:
         yield threads.deferToThread(farm.down)
 

@@ -250,7 +250,8 @@ class Farm:
                 f"l7r.address = {plan.address(i)}\nl7r.port = {L7R_PORT}\n"
                 f"l7r.processes = {o.l7r_processes}\n"
                 f"vm.hypervisor = process\nvm.process.account = {o.account}\n"
-                f"vm.network.bridge = {network.VM_BRIDGE}\nvm.network.gateway = {plan.vm_gateway(i)}\n"
+                f"vm.network.bridge = {network.VM_BRIDGE}\n"
+                f"vm.network.gateway = {plan.vm_gateway(i)}\n"
                 f"vm.network.netmask = 255.255.255.0\nvm.process.ip.range = {plan.vm_range(i)}\n"
                 f"internal.vm.network.device.prefix = {plan.vm_prefix(i)}\n"
                 # X displays are machine-wide (lock files in /tmp): a range per node

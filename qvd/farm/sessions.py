@@ -19,7 +19,7 @@ from qvd.client.session import NXProxy, Relay, run_nxproxy
 from qvd.client.settings import Settings
 from qvd.http.simplerpc import SimpleRPCClient
 
-TIMEOUT = 60.0  # seconds for the connection, and for the L7R's answers
+TIMEOUT = 60.0  # seconds for the connection and the L7R's answers (twice: connect_to_vm)
 
 
 class SessionFailed(Exception):
@@ -62,7 +62,7 @@ class Desktop:
     def connect(self) -> Generator[Any, Any, None]:
         l7r = self._l7r = yield open_session(self.reactor, self.settings, self.progress.append,
                                              TIMEOUT)
-        reply = yield l7r.connect_to_vm(self.vm_id)
+        reply = yield l7r.connect_to_vm(self.vm_id).addTimeout(2 * TIMEOUT, self.reactor)
         if reply.status != 101:
             l7r.close()
             raise SessionFailed(f"connect_to_vm {self.vm_id}: {reply.status} {reply.text}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
@@ -24,6 +24,11 @@ from tests.support import waiting
 
 ROWS = ("vm_state", "host_id", "vm_address", "vm_vma_port", "vm_pid", "user_state",
         "l7r_host_id", "l7r_pid", "user_cmd")
+
+
+def every(deferreds: Iterable[Deferred]) -> Deferred:
+    """Their results, or the first failure (the others' failures consumed)."""
+    return gatherResults(list(deferreds), consumeErrors=True)
 
 
 def missing_tools() -> Optional[str]:
@@ -78,7 +83,7 @@ class FarmTestCase(unittest.TestCase):
         return desktop
 
     def _close_desktops(self) -> Deferred:
-        return gatherResults([desktop.close() for desktop in self.desktops])
+        return every(desktop.close() for desktop in self.desktops)
 
     def users(self, count: int) -> Deferred:
         return threads.deferToThread(self.farm.add_desktops, count)

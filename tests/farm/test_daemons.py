@@ -13,10 +13,10 @@ import os
 import signal
 import time
 
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 
 from qvd.l7r.workers import RESTART_DELAYS
-from tests.farm.support import FarmTestCase
+from tests.farm.support import FarmTestCase, every
 
 MAX_SESSIONS = 12  # connections spread over a node's L7R processes by the kernel's hash
 
@@ -40,9 +40,9 @@ class DaemonFailureTests(FarmTestCase):
     def test_hkd_killed_and_restarted_adopts_its_vms(self):
         farm = self.farm
         users = yield self.users(3)
-        desktops = yield gatherResults([self.connected(user) for user in users])
+        desktops = yield every(self.connected(user) for user in users)
         vm_ids = [user[2] for user in users]
-        yield gatherResults([self.wait_x(vm_id) for vm_id in vm_ids])
+        yield every(self.wait_x(vm_id) for vm_id in vm_ids)
         before = {vm_id: self.row(vm_id) for vm_id in vm_ids}
 
         for node in farm.nodes:
@@ -58,7 +58,7 @@ class DaemonFailureTests(FarmTestCase):
 
         self.assertEqual([d.vm_id for d in desktops if not d.alive], [])
         self.assertEqual({vm_id: self.row(vm_id) for vm_id in vm_ids}, before)
-        states = yield gatherResults([self.x_state(vm_id) for vm_id in vm_ids])
+        states = yield every(self.x_state(vm_id) for vm_id in vm_ids)
         self.assertEqual(set(states), {"connected"})
 
     @inlineCallbacks
@@ -66,6 +66,8 @@ class DaemonFailureTests(FarmTestCase):
         farm = self.farm
         node = farm.node(1)
         desktops = yield self.sessions_on_both_processes(node.address)
+        # (a stream cut before nxagent has its client ends the session: wait for them)
+        yield every(self.wait_x(d.vm_id) for d in desktops)
         [worker] = farm.l7r_workers(1)
         victims = [d for d in desktops if self.row(d.vm_id)["l7r_pid"] == worker]
         others = [d for d in desktops if d not in victims]
@@ -74,7 +76,7 @@ class DaemonFailureTests(FarmTestCase):
 
         os.kill(worker, signal.SIGKILL)
         killed_at = time.monotonic()
-        sides = yield gatherResults([d.when_ended() for d in victims])
+        sides = yield every(d.when_ended() for d in victims)
         self.assertEqual(set(sides), {"server"})
         rows = yield self.poll(
             lambda: [self.row(d.vm_id) for d in victims],
@@ -93,7 +95,7 @@ class DaemonFailureTests(FarmTestCase):
 
         self.assertTrue(all(d.alive for d in others))
         self.assertEqual({d.vm_id: self.row(d.vm_id) for d in others}, untouched)
-        yield gatherResults([self.wait_x(d.vm_id, "suspended") for d in victims])
+        yield every(self.wait_x(d.vm_id, "suspended") for d in victims)
         victim = victims[0]  # its user connects again, to the same VM
         again = yield self.connected(
             (victim.settings.user, victim.settings.password, victim.vm_id), node.address)

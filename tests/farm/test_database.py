@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 
 from qvd.farm.sessions import request, settings_for
-from tests.farm.support import FarmTestCase
+from tests.farm.support import FarmTestCase, every
 
 OUTAGE = 8.0  # seconds; longer than the fast timers' cluster.node.timeout (6 s)
 RECOVERY = 2.0  # seconds after the database's return within which logins work again
@@ -29,7 +29,7 @@ class DatabaseFailureTests(FarmTestCase):
     @inlineCallbacks
     def sessions_all_alive(self, desktops, vm_ids):
         self.assertEqual([d.vm_id for d in desktops if not d.alive], [], "sessions dropped")
-        states = yield gatherResults([self.x_state(vm_id) for vm_id in vm_ids])
+        states = yield every(self.x_state(vm_id) for vm_id in vm_ids)
         self.assertEqual(set(states), {"connected"})
         rows = [self.row(vm_id) for vm_id in vm_ids]
         self.assertEqual({(r["vm_state"], r["user_state"]) for r in rows},
@@ -39,10 +39,10 @@ class DatabaseFailureTests(FarmTestCase):
     def test_restart_and_outage_drop_no_session(self):
         farm = self.farm
         users = yield self.users(4)
-        desktops = yield gatherResults([self.connected(user) for user in users])
+        desktops = yield every(self.connected(user) for user in users)
         vm_ids = [user[2] for user in users]
         hosts = {self.row(vm_id)["host_id"] for vm_id in vm_ids}
-        yield gatherResults([self.wait_x(vm_id) for vm_id in vm_ids])
+        yield every(self.wait_x(vm_id) for vm_id in vm_ids)
 
         yield self.in_thread(farm.database.restart)
         for node in farm.nodes:  # each L7R's first request after the restart works
