@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 
 import psutil
@@ -54,8 +55,6 @@ class Tool(ProcessProtocol):
 
 def run_tool(*args: str) -> tuple[int, str]:
     """A short ``qvd-farm`` command: (status, output); blocking."""
-    import subprocess
-
     result = subprocess.run([sys.executable, "-c", FARM, *args], capture_output=True,
                             text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
     return result.returncode, result.stdout + result.stderr
@@ -122,7 +121,11 @@ class ToolTests(unittest.TestCase):
         self.assertEqual(reply.status, 200)
         self.assertEqual([vm["name"] for vm in reply.json()], ["desk1"])
         state = janitor.State.load(farm_id)
-        self.assertIsNotNone(state.haproxy_pid)
+        with open(state.haproxy_config) as f:  # every node checked as the manual says
+            config = f.read()
+        self.assertIn("http-check send meth GET uri /qvd/ping", config)
+        for node in summary["nodes"].values():
+            self.assertIn(f"{node['address']}:{port} weight 10", config)
         with open(os.path.join(state.pg_root, "pgdata", "postmaster.pid")) as f:
             postmaster = int(f.readline())
         return pids + [state.haproxy_pid, postmaster]
