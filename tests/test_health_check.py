@@ -16,7 +16,7 @@ from typing import Any, Generator
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from qvd.farm.haproxy import show_stat
+from qvd.farm.haproxy import binary, show_stat
 from qvd.pgcluster import free_port
 from tests.hkd.support import poll
 from tests.l7r.support import get, make_node, start_l7r
@@ -41,13 +41,6 @@ listen qvd
 """
 
 
-def haproxy_binary() -> str:
-    path = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
-    if path is None:
-        raise AssertionError("haproxy is not installed (tools/packages.apt lists it)")
-    return path
-
-
 class HAProxy:
     """``haproxy -db`` checking one server; ``server()`` is its (status, check code)."""
 
@@ -57,7 +50,7 @@ class HAProxy:
         with open(config, "w") as f:
             f.write(CONFIG.format(socket=self.socket, port=free_port(), backend=backend))
         self.log = open(os.path.join(directory, "haproxy.log"), "wb")
-        self.process = subprocess.Popen([haproxy_binary(), "-db", "-f", config],
+        self.process = subprocess.Popen([binary(), "-db", "-f", config],
                                         stdout=self.log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
