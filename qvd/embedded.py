@@ -130,11 +130,14 @@ def ensure_session_account(name: str) -> bool:
     return True
 
 
-def ensure_certificate(key_path: str, cert_path: str, nodename: str) -> bool:
-    """A self-signed L7R certificate for this machine, if none is there; True if made."""
+def ensure_certificate(key_path: str, cert_path: str, nodename: str,
+                       addresses: Sequence[str] = ()) -> bool:
+    """A self-signed L7R certificate for this machine (and ``addresses``, the IPs it is
+    also reached at), if none is there; True if made."""
     if os.path.exists(key_path) and os.path.exists(cert_path):
         return False
-    write_self_signed(key_path, cert_path, [nodename, "localhost", "127.0.0.1"], days=825)
+    write_self_signed(key_path, cert_path, [nodename, "localhost", "127.0.0.1", *addresses],
+                      days=825)
     return True
 
 

@@ -7,10 +7,8 @@ is read from its stats socket."""
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from typing import Any, Generator
@@ -18,6 +16,7 @@ from typing import Any, Generator
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from qvd.farm.haproxy import binary, show_stat
 from qvd.pgcluster import free_port
 from tests.support.waiting import poll_blocking
 from tests.support.l7r import make_node, start_l7r
@@ -43,13 +42,6 @@ listen qvd
 """
 
 
-def haproxy_binary() -> str:
-    path = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
-    if path is None:
-        raise AssertionError("haproxy is not installed (tools/packages.apt lists it)")
-    return path
-
-
 class HAProxy:
     """``haproxy -db`` checking one server; ``server()`` is its (status, check code)."""
 
@@ -59,7 +51,7 @@ class HAProxy:
         with open(config, "w") as f:
             f.write(CONFIG.format(socket=self.socket, port=free_port(), backend=backend))
         self.log = open(os.path.join(directory, "haproxy.log"), "wb")
-        self.process = subprocess.Popen([haproxy_binary(), "-db", "-f", config],
+        self.process = subprocess.Popen([binary(), "-db", "-f", config],
                                         stdout=self.log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
@@ -72,17 +64,9 @@ class HAProxy:
         if self.process.poll() is not None:
             raise AssertionError(f"haproxy exited with {self.process.returncode}:"
                                  f" see {self.log.name}")
-        try:
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(5)
-                sock.connect(self.socket)
-                sock.sendall(b"show stat\n")
-                data = b""
-                while chunk := sock.recv(65536):
-                    data += chunk
-        except (FileNotFoundError, ConnectionRefusedError):
+        rows = show_stat(self.socket)
+        if not rows:
             return "not started", ""
-        rows = csv.DictReader(data.decode("ascii").lstrip("# ").splitlines())
         row = next(r for r in rows if r["pxname"] == "qvd" and r["svname"] == "node")
         return row["status"], row["check_code"]
 

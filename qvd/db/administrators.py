@@ -51,15 +51,15 @@ def _admin(row: tuple[Any, ...]) -> Administrator:
 def admins_named(db: Database, name: str, tenant: Optional[str]) -> defer.Deferred[list[Administrator]]:
     """Administrators called exactly ``name`` (in the tenant named ``tenant`` if given)."""
     if tenant is None:
-        d = db.run_query(_ADMIN + " WHERE a.name = %s ORDER BY a.id", (name,))
+        d = db.run_read(_ADMIN + " WHERE a.name = %s ORDER BY a.id", (name,))
     else:
-        d = db.run_query(_ADMIN + " WHERE a.name = %s AND t.name = %s ORDER BY a.id",
+        d = db.run_read(_ADMIN + " WHERE a.name = %s AND t.name = %s ORDER BY a.id",
                          (name, tenant))
     return d.addCallback(lambda rows: [_admin(r) for r in rows])
 
 
 def admin_by_id(db: Database, admin_id: int) -> defer.Deferred[Optional[Administrator]]:
-    d = db.run_query(_ADMIN + " WHERE a.id = %s", (admin_id,))
+    d = db.run_read(_ADMIN + " WHERE a.id = %s", (admin_id,))
     return d.addCallback(lambda rows: _admin(rows[0]) if rows else None)
 
 
@@ -96,7 +96,7 @@ def find_session(db: Database, sid: str) -> defer.Deferred[Optional[tuple[Sessio
             rows[0][2] == session.admin_id else None
         return session, admin
 
-    return db.run_query(
+    return db.run_read(
         "SELECT s.data, s.expires, x.* FROM session s LEFT JOIN LATERAL (" + _ADMIN +
         " WHERE s.data LIKE '{%%' AND a.id = CAST(s.data::json ->> 'admin_id' AS integer)) x ON TRUE"
         " WHERE s.sid = %s", (sid,)).addCallback(row)
@@ -123,5 +123,5 @@ def operative_acl_names(db: Database, admin_id: int, closed: str, opened: str,
         " AND EXISTS (SELECT 1 FROM role_administrator_relations ra JOIN all_acl_role_relations x"
         " ON x.inheritor_id = ra.role_id WHERE ra.administrator_id = %s AND x.acl_id = ac.id)))"
     )
-    d = db.run_query(sql, (hidden, opened, closed, admin_id))
+    d = db.run_read(sql, (hidden, opened, closed, admin_id))
     return d.addCallback(lambda rows: frozenset(r[0] for r in rows))

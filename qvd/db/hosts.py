@@ -27,7 +27,7 @@ class HostStatus:
 
 
 def node_status(db: Database, nodename: str) -> defer.Deferred[Optional[HostStatus]]:
-    return db.run_query(
+    return db.run_read(
         "SELECT h.id, h.address, r.state, r.blocked, EXTRACT(EPOCH FROM now() - r.ok_ts)::float"
         " FROM hosts h JOIN host_runtimes r ON r.host_id = h.id WHERE h.name = %s",
         (nodename,)).addCallback(first(HostStatus))
@@ -88,7 +88,7 @@ candidates = each(Candidate)  # LB_CANDIDATES rows as Candidates
 
 
 def lb_candidates(db: Database) -> defer.Deferred[list[Candidate]]:
-    return db.run_query(LB_CANDIDATES).addCallback(candidates)
+    return db.run_read(LB_CANDIDATES).addCallback(candidates)
 
 
 # -- counters -------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 Every QVD session is SERIALIZABLE (the deploy sets it as the database
 default), so concurrent transactions can fail with SQLSTATE 40001 (or
 deadlock, 40P01); ``Database`` re-runs the whole statement or interaction
-a few times with a short randomised backoff before giving up.
+a few times with a short randomised backoff before giving up.  A read-only
+statement (``run_read``) whose connection turns out to be dead is run once
+more on a fresh connection: the first statement after a server restart
+would otherwise fail whenever it beats the closed socket's news.
 
 A connection whose server went away (restart, network failure) is closed
 and quietly reconnected the next time it is checked out, so one restart
@@ -36,6 +39,10 @@ DEADLOCK_DETECTED = "40P01"
 RETRYABLE = frozenset({"40001", DEADLOCK_DETECTED})
 ATTEMPTS = 5
 BACKOFF = 0.05  # seconds; attempt n waits between BACKOFF/2 * 2**n and BACKOFF * 2**n
+
+
+class ConnectionLost(DatabaseError):
+    """The connection broke under the statement (a restarted server, a cut network)."""
 
 
 def first_line(error: BaseException) -> str:
@@ -206,7 +213,7 @@ class _Pool(txpostgres.ConnectionPool):
         # network: its idle siblings are suspect too, so renew them on use.
         for idle in list(self.connections):
             idle.close()
-        raise DatabaseError(
+        raise ConnectionLost(
             f"lost the connection to {self.where}: {first_line(reason.value)}"
         ) from reason.value
 
@@ -266,6 +273,20 @@ class Database:
     def run_query(self, sql: str, params: Any = None) -> defer.Deferred[list[tuple[Any, ...]]]:
         """One statement in its own transaction; its rows."""
         return self._retrying(self._pool.runQuery, sql, params)
+
+    def run_read(self, sql: str, params: Any = None) -> defer.Deferred[list[tuple[Any, ...]]]:
+        """A read-only statement: ``run_query``, run once more on a fresh connection if
+        its connection was dead (reading twice changes nothing; a write might have been
+        done before the connection broke, so only reads are run again)."""
+        return self._retrying(self._read, sql, params)
+
+    @defer.inlineCallbacks
+    def _read(self, sql: str, params: Any) -> Generator[defer.Deferred[Any], Any, Any]:
+        try:
+            return (yield self._pool.runQuery(sql, params))
+        except ConnectionLost as e:
+            log.info("{error}; reading again on a fresh connection", error=e)
+        return (yield self._pool.runQuery(sql, params))
 
     def run_operation(self, sql: str, params: Any = None) -> defer.Deferred[None]:
         """One statement in its own transaction, rows discarded."""

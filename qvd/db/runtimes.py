@@ -30,7 +30,7 @@ class UnfinishedVM:
 
 def unfinished_vms(db: Database, host_id: int) -> defer.Deferred[list[UnfinishedVM]]:
     """VMs this host left in a non-stopped state (the zombie scan)."""
-    return db.run_query(
+    return db.run_read(
         "SELECT vm_id, vm_state FROM vm_runtimes WHERE host_id = %s AND vm_state <> 'stopped'"
         " ORDER BY vm_id", (host_id,)).addCallback(each(UnfinishedVM))
 
@@ -67,7 +67,7 @@ class VMSpec:
 
 def vm_start_specs(db: Database, vm_id: int) -> defer.Deferred[list[VMSpec]]:
     """The VM with its owner and each unblocked DI its tag names (one, when it can start)."""
-    return db.run_query(
+    return db.run_read(
         "SELECT v.id, v.name, v.user_id, u.login, v.osf_id, v.di_tag, v.ip, d.id, d.path,"
         " o.memory, o.user_storage_size"
         " FROM vms v JOIN users u ON u.id = v.user_id JOIN osfs o ON o.id = v.osf_id"
@@ -132,7 +132,7 @@ class Expiry:
 
 
 def expired_vms(db: Database, host_id: int) -> defer.Deferred[list[Expiry]]:
-    return db.run_query(
+    return db.run_read(
         "SELECT vm_id, vm_expiration_soft::text, vm_expiration_hard::text,"
         " COALESCE(vm_expiration_soft < now(), FALSE), COALESCE(vm_expiration_hard < now(), FALSE)"
         " FROM vm_runtimes WHERE host_id = %s AND vm_state = 'running'"
@@ -150,7 +150,13 @@ class LostHosts:
 
 def release_lost_hosts(db: Database, host_id: int, timeout: float,
                        now: int) -> defer.Deferred[LostHosts]:
-    """Mark silent hosts ``lost`` and release their VMs and sessions, in one transaction."""
+    """Mark silent hosts ``lost`` and release their VMs and sessions, in one transaction.
+
+    Silence is counted from the last heartbeat, or from the server's start if that
+    is later: while PostgreSQL was down or restarting no host could tick, and
+    counting that time would have every node fence the others after an outage
+    longer than ``cluster.node.timeout``.
+    """
     return db.run_interaction(_release_lost_hosts, host_id, timeout, now)
 
 
@@ -161,7 +167,9 @@ def _release_lost_hosts(
     yield cursor.execute(
         "UPDATE host_runtimes SET state = 'lost' WHERE host_id <> %s"
         " AND state NOT IN ('stopped', 'starting', 'lost')"
-        " AND (ok_ts IS NULL OR now() - ok_ts > make_interval(secs => %s)) RETURNING host_id",
+        " AND (ok_ts IS NULL OR now() - GREATEST(ok_ts,"
+        " pg_postmaster_start_time() AT TIME ZONE 'UTC') > make_interval(secs => %s))"
+        " RETURNING host_id",
         (host_id, timeout))
     lost = column(cursor.fetchall())
     on_lost = "(SELECT host_id FROM host_runtimes WHERE state = 'lost')"

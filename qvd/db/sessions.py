@@ -92,7 +92,7 @@ def release_session(
 
 def sessions_to_abort(db: Database, host_id: int, pid: int) -> defer.Deferred[list[int]]:
     """The VMs whose session this process holds and was asked to end."""
-    return db.run_query(
+    return db.run_read(
         "SELECT vm_id FROM vm_runtimes WHERE l7r_host_id = %s AND l7r_pid = %s"
         " AND user_cmd = 'abort'", (host_id, pid)).addCallback(column)
 
@@ -105,6 +105,6 @@ class HeldSession:
 
 def sessions_of_host(db: Database, host_id: int) -> defer.Deferred[list[HeldSession]]:
     """Every session the L7Rs of this host hold."""
-    return db.run_query(
+    return db.run_read(
         "SELECT vm_id, l7r_pid FROM vm_runtimes WHERE l7r_host_id = %s",
         (host_id,)).addCallback(each(HeldSession))

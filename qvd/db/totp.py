@@ -41,7 +41,7 @@ _PROPERTY_VALUE = (
 def enrolment(db: Database, tenant_id: int,
               login: str) -> Generator[defer.Deferred[Any], Any, Optional[Enrolment]]:
     """The user's secret, None when the user or the property is missing."""
-    rows = yield db.run_query(_PROPERTY_VALUE, (login, tenant_id, SECRET_KEY))
+    rows = yield db.run_read(_PROPERTY_VALUE, (login, tenant_id, SECRET_KEY))
     return Enrolment(*rows[0]) if rows else None
 
 

@@ -19,7 +19,7 @@ class Tenant:
 
 def tenant_by_name(db: Database, name: str) -> defer.Deferred[Optional[Tenant]]:
     """The tenant called exactly ``name``."""
-    return db.run_query("SELECT id, blocked FROM tenants WHERE name = %s",
+    return db.run_read("SELECT id, blocked FROM tenants WHERE name = %s",
                         (name,)).addCallback(first(Tenant))
 
 
@@ -31,7 +31,7 @@ class User:
 
 
 def user_by_login(db: Database, tenant_id: int, login: str) -> defer.Deferred[Optional[User]]:
-    return db.run_query(
+    return db.run_read(
         "SELECT id, blocked, password FROM users WHERE tenant_id = %s AND login = %s",
         (tenant_id, login)).addCallback(first(User))
 
@@ -46,7 +46,7 @@ class UserOfTenant:
 
 
 def user_with_tenant(db: Database, user_id: int) -> defer.Deferred[Optional[UserOfTenant]]:
-    return db.run_query(
+    return db.run_read(
         "SELECT u.login, u.blocked, t.id, t.name, t.blocked FROM users u"
         " JOIN tenants t ON t.id = u.tenant_id WHERE u.id = %s",
         (user_id,)).addCallback(first(UserOfTenant))

@@ -50,7 +50,7 @@ VM_ROW = (
 
 
 def vm_row(db: Database, vm_id: int) -> defer.Deferred[Optional[VMRow]]:
-    return db.run_query(VM_ROW, (vm_id,)).addCallback(first(VMRow))
+    return db.run_read(VM_ROW, (vm_id,)).addCallback(first(VMRow))
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class VMListing:
 
 
 def vms_of_user(db: Database, user_id: int, is_application: bool) -> defer.Deferred[list[VMListing]]:
-    return db.run_query(
+    return db.run_read(
         "SELECT v.id, v.name, r.vm_state, COALESCE(r.blocked, FALSE), o.is_application"
         " FROM vms v JOIN vm_runtimes r ON r.vm_id = v.id JOIN osfs o ON o.id = v.osf_id"
         " WHERE v.user_id = %s AND o.is_application = %s ORDER BY v.id",
@@ -105,7 +105,7 @@ VM_PROPERTIES = " UNION ALL ".join([
 
 def vm_properties(db: Database, vm_id: int) -> defer.Deferred[list[Property]]:
     """Every property of the VM and of what it is made of, in precedence order."""
-    return db.run_query(VM_PROPERTIES, {"vm": vm_id}).addCallback(each(Property))
+    return db.run_read(VM_PROPERTIES, {"vm": vm_id}).addCallback(each(Property))
 
 
 # -- commands -------------------------------------------------------------------------

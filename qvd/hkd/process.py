@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -34,8 +35,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from qvd.config import Config
-from qvd.hkd import netns
 from qvd.db.runtimes import VMSpec
+from qvd.hkd import addresses, netns
 from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError
 from qvd.stream.once import Once
 
@@ -187,12 +188,15 @@ class ProcessHypervisor:
         self._namespaces = netns.Namespaces(config, reactor)
         self._lock = defer.DeferredLock()
         self._displays: dict[int, int] = {}
+        self._addresses: dict[int, str] = {}
 
     # -- launch ---------------------------------------------------------------------
     @defer.inlineCallbacks
     def launch(self, spec: VMSpec) -> Any:
         passed = {k: v for k, v in self.config.effective().items() if k.startswith(PASSED_PREFIXES)}
-        net = netns.plan(self.config, spec.vm_id, spec.ip)
+        net = netns.plan(self.config, spec.vm_id, self._address(spec))
+        if net is not None:
+            self._addresses[spec.vm_id] = net.address
         settings = self._settings(spec.vm_id, net)
         yield self._lock.acquire()
         try:
@@ -211,6 +215,13 @@ class ProcessHypervisor:
             yield self.release(spec.vm_id)
             raise
         return vm
+
+    def _address(self, spec: VMSpec) -> Optional[str]:
+        """The VM's IP: one of this node's ``vm.process.ip.range`` when set, else vms.ip."""
+        span = self.config.get(addresses.RANGE_KEY, default="").strip()
+        if not span or not netns.enabled(self.config):
+            return spec.ip
+        return addresses.pick(span, spec.vm_id, set(self._addresses.values()))
 
     def _settings(self, vm_id: int, net: Optional[netns.VMNetwork]) -> dict[str, str]:
         """What ``_prepare`` needs, read in the reactor thread (the config is not thread-safe)."""
@@ -335,6 +346,8 @@ class ProcessHypervisor:
             return None
         record, process = found
         self._displays[vm_id] = record.display
+        if record.namespace:
+            self._addresses[vm_id] = record.address
         delay = self.config.get_float("internal.hkd.process.check.delay")
         return _AdoptedVM(self.reactor, record, process, delay)
 
@@ -349,9 +362,11 @@ class ProcessHypervisor:
     @defer.inlineCallbacks
     def release(self, vm_id: int) -> Any:
         self._displays.pop(vm_id, None)
+        self._addresses.pop(vm_id, None)
+        path = os.path.join(self.config.get("path.storage.process"), str(vm_id), STATE_FILE)
+        yield threads.deferToThread(end_session, path)
         if netns.enabled(self.config):
             yield self._namespaces.remove(netns.namespace(self.config, vm_id))
-        path = os.path.join(self.config.get("path.storage.process"), str(vm_id), STATE_FILE)
         yield threads.deferToThread(_unlink, path)
 
 
@@ -393,6 +408,50 @@ def _find(directory: str) -> Optional[tuple[Record, psutil.Process]]:
     except (OSError, ValueError, TypeError, psutil.Error):
         return None
     return (record, process) if same and _alive(process) else None
+
+
+def end_session(state_file: str) -> None:
+    """SIGKILL what is left of a VM, and free its X display.
+
+    The VMA led a session of its own (``setsid``) and its xinit, nxagent and X
+    clients are in it; a VMA killed outright (a hard stop, fencing) leaves them
+    running.  The kernel keeps a session's id from being reused while members
+    remain, so the recorded pid still names that session.  An nxagent killed
+    leaves its X lock file, which would keep every later VM off that display.
+    """
+    try:
+        with open(state_file, encoding="utf-8") as f:
+            record = json.load(f)
+        leader, display = int(record["pid"]), int(record["display"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == leader:
+                members.append(process)
+        except OSError:
+            pass
+    kill_all(members)
+    try:
+        with open(X_LOCK.format(display), encoding="ascii") as f:
+            holder = psutil.Process(int(f.read().strip() or 0))
+        if _alive(holder):
+            return
+    except (OSError, ValueError, psutil.Error):
+        pass
+    for path in (X_LOCK.format(display), X_SOCKET.format(display)):
+        _unlink(path)
+
+
+def kill_all(processes: list[psutil.Process], timeout: float = 5.0) -> None:
+    """SIGKILL them and wait until they are dead: zombies count, since reaping them is
+    their parent's business (or init's, which may take a while)."""
+    for process in processes:
+        _send(process, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _unlink(path: str) -> None:

@@ -1,0 +1,10 @@
+"""``qvd-farm``: several QVD nodes on one machine, for tests and demos.
+
+Each node lives in a network namespace of its own, with its own address on
+a bridge of the farm's, its own HKD and L7R and its VMs on a network behind
+it; one PostgreSQL serves them all as QVD-DB, and haproxy in front of the
+L7Rs checks ``/qvd/ping`` as the manual describes.  ``network`` lays out
+and builds the namespaces, ``farm`` starts and stops everything,
+``janitor`` removes whatever a farm left when its owner died, ``sessions``
+drives real NX sessions through it, ``cli`` is the command.
+"""
