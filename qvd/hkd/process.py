@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from qvd.config import Config
 from qvd.hkd import displays, netns, vmaconf
+from qvd.hkd.files import replace as replace_file, unlink
 from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError, VMSpec
 from qvd.hkd.layout import VMFiles
 from qvd.hkd.once import Once
@@ -252,7 +253,7 @@ class ProcessHypervisor:
         record = Record(int(os.path.basename(files.directory)), pid,
                         psutil.Process(pid).create_time(), layout.address, layout.vma_port,
                         layout.display, files.conf, layout.namespace)
-        vmaconf.write(files.state, json.dumps(asdict(record)))
+        replace_file(files.state, json.dumps(asdict(record)))
 
     # -- adopt / release -------------------------------------------------------------
     @defer.inlineCallbacks
@@ -278,7 +279,7 @@ class ProcessHypervisor:
         self._displays.pop(vm_id, None)
         if netns.enabled(self.config):
             yield self._namespaces.remove(netns.namespace(self.config, vm_id))
-        yield threads.deferToThread(_unlink, self._files(vm_id).state)
+        yield threads.deferToThread(unlink, self._files(vm_id).state)
 
     def _files(self, vm_id: int) -> VMFiles:
         return VMFiles.under(self.config.get("path.storage.process"), str(vm_id))
@@ -298,7 +299,7 @@ def _reap_strays(root: str, keep: set[int]) -> list[int]:
         files = VMFiles.under(root, name)
         found = _find(files)
         if found is None:
-            _unlink(files.state)
+            unlink(files.state)
         else:
             _send(found[1], signal.SIGKILL)
             reaped.append(int(name))
@@ -318,7 +319,7 @@ def _prepare(vm_id: int, settings: ProcessSettings, taken: set[int]) -> _Layout:
     overrides = vmaconf.for_process(
         run=files.run, log=files.log, address=address, port=port, display=display,
         account=account, home=os.path.join(settings.homes, str(vm_id)))
-    vmaconf.write(files.conf, vmaconf.render(vm_id, settings.passed, overrides))
+    replace_file(files.conf, vmaconf.render(vm_id, settings.passed, overrides))
     return _Layout(files, address, port, display, settings.namespace)
 
 
@@ -353,11 +354,3 @@ def _find(files: VMFiles) -> Optional[tuple[Record, psutil.Process]]:
     except (OSError, ValueError, TypeError, psutil.Error):
         return None
     return (record, process) if same and _alive(process) else None
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-

@@ -1,5 +1,5 @@
-"""The ``vma.conf`` the HKD writes for each VM it starts: what it says is pure; writing it
-is one atomic file replacement (call that in a thread).
+"""What the ``vma.conf`` the HKD writes for each VM it starts says (pure; the backends
+write it with ``qvd.hkd.files.replace``).
 
 A VMA reads the node's own ``vma.*``, ``command.*`` and nxagent timer keys (hooks, the X
 session command, ...), so they are passed on as the HKD sees them; each backend then
@@ -10,7 +10,6 @@ provisions its users itself.
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 from qvd.config import format_properties
@@ -63,10 +62,3 @@ def for_guest(*, port: int, display: int, poweroff: str) -> dict[str, str]:
         "vma.poweroff.command": poweroff,
     }
 
-
-def write(path: str, text: str) -> None:
-    """Replace ``path`` with ``text`` at once (a VMA never reads half a file)."""
-    partial = path + ".new"
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(partial, path)

@@ -8,7 +8,7 @@ import socket
 from twisted.trial import unittest
 
 from qvd.config import Config, parse_properties
-from qvd.hkd import displays, vmaconf
+from qvd.hkd import displays, files, vmaconf
 from qvd.hkd.hypervisor import LaunchError
 from qvd.hkd.layout import Storage, VMFiles
 
@@ -72,8 +72,8 @@ class VMAConfTests(unittest.TestCase):
 
     def test_write_replaces_the_file_whole(self):
         path = os.path.abspath(self.mktemp())
-        vmaconf.write(path, "a = 1\n")
-        vmaconf.write(path, "a = 2\n")
+        files.replace(path, "a = 1\n")
+        files.replace(path, "a = 2\n")
         with open(path) as f:
             self.assertEqual(f.read(), "a = 2\n")
         self.assertFalse(os.path.exists(path + ".new"))
