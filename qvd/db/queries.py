@@ -118,7 +118,7 @@ def vm_start_info(db: Database, vm_id: int) -> defer.Deferred[list[tuple[Any, ..
     """The VM, its owner and the unblocked DI its tag names (QVD 4 loading_row + searching_di)."""
     return db.run_query(
         "SELECT v.id, v.name, v.user_id, u.login, v.osf_id, v.di_tag, v.ip, d.id, d.path,"
-        " o.memory, o.user_storage_size"
+        " o.memory, o.user_storage_size, o.use_overlay"
         " FROM vms v JOIN users u ON u.id = v.user_id JOIN osfs o ON o.id = v.osf_id"
         " JOIN dis d ON d.osf_id = v.osf_id AND NOT d.blocked"
         " JOIN di_tags t ON t.di_id = d.id AND t.tag = v.di_tag"

@@ -6,12 +6,15 @@ when it outlives its timeout (QVD 4 killed commands that outlived their state).
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from twisted.internet import defer, protocol
 from twisted.internet.error import ProcessExitedAlready
 from twisted.python.failure import Failure
+
+from qvd.hkd.hypervisor import LaunchError
 
 # What a failing command's message quotes of its output.
 QUOTED = 400
@@ -82,3 +85,18 @@ def check(reactor: Any, argv: Sequence[str], timeout: float = 300.0,
         why = result.err.decode("utf-8", "replace").strip()[-QUOTED:] or f"status {result.code}"
         raise CommandError(f"{' '.join(argv)} failed: {why}")
     return result.out
+
+
+def blocking(argv: Sequence[str], what: str, timeout: float) -> str:
+    """Run ``argv`` in this (non-reactor) thread; its output, or ``LaunchError`` saying
+    what failed (storage preparation runs whole in a thread)."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise LaunchError(f"{what}: {argv[0]} took more than {timeout:g} s") from None
+    except OSError as e:
+        raise LaunchError(f"{what}: cannot run {argv[0]}: {e.strerror}") from None
+    if done.returncode != 0:
+        why = done.stderr.decode("utf-8", "replace").strip()[-QUOTED:]
+        raise LaunchError(f"{what} failed: {why or f'status {done.returncode}'}")
+    return done.stdout.decode("utf-8", "replace")

@@ -1,8 +1,8 @@
 """The seam between the VM state machine and the VM backends.
 
 The state machine (``qvd.hkd.vm``) only launches, adopts, signals and
-releases ``IVMInstance``s; a backend (the built-in ``process`` one, later
-libvirt's KVM/LXC) implements ``IHypervisor`` and is listed in ``BACKENDS``.
+releases ``IVMInstance``s; a backend (the built-in ``process`` one, libvirt's
+``kvm`` and ``lxc``) implements ``IHypervisor`` and is listed in ``BACKENDS``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from zope.interface import Attribute, Interface
 
 from qvd.config import Config, ConfigError
 
-BACKENDS = {"process": "qvd.hkd.process.ProcessHypervisor"}
+BACKENDS = {"process": "qvd.hkd.process.ProcessHypervisor",
+            "kvm": "qvd.hkd.virt.hypervisor.KVMHypervisor",
+            "lxc": "qvd.hkd.virt.hypervisor.LXCHypervisor"}
 
 
 class LaunchError(Exception):
@@ -38,6 +40,7 @@ class VMSpec:
     di_path: str
     memory: int
     user_storage_size: Optional[int]
+    use_overlay: bool
 
 
 class IVMInstance(Interface):
@@ -58,6 +61,12 @@ class IVMInstance(Interface):
 class IHypervisor(Interface):
     name = Attribute("The vm.hypervisor value; also names the timeout keys"
                      " internal.hkd.<name>.timeout.on_state.*.")
+
+    def start() -> defer.Deferred[None]:
+        """Prepare the node before any VM is launched or adopted (network, DHCP...)."""
+
+    def stop() -> defer.Deferred[None]:
+        """Undo ``start`` once every VM is stopped."""
 
     def launch(spec: VMSpec) -> defer.Deferred[IVMInstance]:
         """Start the VM; fails with ``LaunchError``."""

@@ -199,6 +199,12 @@ class ProcessHypervisor:
         self._lock = defer.DeferredLock()
         self._displays: dict[int, int] = {}
 
+    def start(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def stop(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
     # -- launch ---------------------------------------------------------------------
     @defer.inlineCallbacks
     def launch(self, spec: VMSpec) -> Any:
