@@ -83,12 +83,14 @@ class IHypervisor(Interface):
 
 
 def check_hypervisor(config: Config) -> str:
-    """The configured backend's name, if this release has it."""
+    """The configured backend's name, if this release has it and the configuration
+    suits it (a backend class may check it in a ``check_config(config)`` static method)."""
     name = config.get("vm.hypervisor").strip()
     if name not in BACKENDS:
         raise ConfigError(
             f"vm.hypervisor = {name!r} is not available in this release"
             f" (available: {', '.join(sorted(BACKENDS))})")
+    getattr(namedAny(BACKENDS[name]), "check_config", lambda config: None)(config)
     return name
 
 

@@ -29,7 +29,7 @@ from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError, VMSpec
 from qvd.hkd.layout import VMFiles
 from qvd.hkd.once import Once
 from qvd.hkd.virt import domains, kvmdisk, lxcfs, network
-from qvd.hkd.virt.connection import LibvirtConnection
+from qvd.hkd.virt.connection import LibvirtConnection, require_libvirt
 from qvd.hkd.virt.dhcp import DHCPServer, DHCPSettings
 from qvd.hkd.virt.firewall import Firewall, FirewallSettings
 from qvd.hkd.virt.network import GuestNetwork, NetworkPlan
@@ -97,6 +97,12 @@ class LibvirtHypervisor:
         self.vms: dict[int, DomainVM] = {}
         self._watch = task.LoopingCall(self._check)
         self._watch.clock = reactor
+
+    @staticmethod
+    def check_config(config: Config) -> None:
+        """What the HKD checks before it starts (a clean error and exit status)."""
+        require_libvirt()
+        NetworkPlan.from_config(config)
 
     def files(self, vm_id: int) -> VMFiles:
         return VMFiles.under(self.config.get(f"path.run.{self.name}"),
