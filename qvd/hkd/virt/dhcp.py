@@ -94,6 +94,8 @@ class DHCPServer:
     def start(self) -> Generator[defer.Deferred[Any], Any, None]:
         self._running = True
         yield threads.deferToThread(_end_earlier, self.settings.pidfile)
+        for path in (self.settings.logfile, self.settings.pidfile):
+            yield threads.deferToThread(os.makedirs, os.path.dirname(path), exist_ok=True)
         yield self._write()
         self._spawn()
 

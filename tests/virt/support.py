@@ -1,0 +1,253 @@
+"""A node whose VMs are real containers or QEMU guests: a private libvirtd
+(``tests.support.libvirtd``), the HKD and L7R in its network namespace, the DIs
+``qvd-di`` builds (``tests.support.images``), QVD-DB as in the other tests.
+
+The node's QVD network is 10.81.0.0/16 on bridge ``qvdtestbr`` with the node as gateway
+(10.81.0.1): the HKD creates the bridge and runs dnsmasq there itself.  Everything
+lives in the test's namespaces and is removed with them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from typing import Any, Optional
+
+import libvirt
+from twisted.internet import reactor, threads
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial import unittest
+
+from qvd.admin.cli import main as qa_main
+from qvd.embedded import ensure_certificate
+from qvd.http.simplerpc import SimpleRPCClient
+from qvd.pgcluster import free_port
+from tests.client.support import ClientProcess
+from tests.hkd.support import HKD, ROOT, TIMERS, TWISTD, _Output, poll
+from tests.support import images
+from tests.support.libvirtd import PrivateLibvirtd, available
+from tests.support.postgres import cluster, drop_database, new_database
+
+GATEWAY = "10.81.0.1"
+BRIDGE = "qvdtestbr"
+CLIENT = "from qvd.client.cli import main; main()"
+# A container boots in seconds; a QEMU guest under TCG in tens of seconds.
+NODE_EXTRA = f"""\
+nodename = test-node
+l7r.address = 127.0.0.1
+vm.network.ip.start = 10.81.0.100
+vm.network.netmask = 255.255.0.0
+vm.network.gateway = {GATEWAY}
+vm.network.bridge = {BRIDGE}
+vm.network.dns_server = {GATEWAY}
+internal.l7r.poll_time.vm = 0.3
+internal.l7r.poll_time.x = 0.3
+internal.l7r.timeout.x_start = 30
+internal.hkd.agent.l7rkiller.delay = 1
+internal.hkd.libvirt.check.delay = 0.5
+internal.hkd.lxc.timeout.on_state.stopping.shutdown.waiting_for_lxc = 20
+internal.hkd.lxc.timeout.on_state.stopping.stop.waiting_for_lxc = 10
+internal.hkd.kvm.timeout.on_state.stopping.shutdown.waiting_for_kvm = 60
+internal.hkd.kvm.timeout.on_state.stopping.stop.waiting_for_kvm = 10
+"""
+# The VMA's first answer: a container within seconds, a TCG guest within minutes.
+BOOT_LIMITS = """\
+internal.hkd.vmhandler.vma.failed.max_time.on.starting = 400
+internal.hkd.vmhandler.vma.failed.max_count.on.starting = 2000
+internal.hkd.vmhandler.vma.failed.max_count.on.running = 10
+internal.hkd.vmhandler.vma.failed.max_time.on.running = 20
+"""
+
+
+class Node(HKD):
+    """``twistd -n <plugin>`` in the libvirtd's network namespace."""
+
+    def __init__(self, conf: str, directory: str, plugin: str, wrapper: list[str]):
+        super().__init__(conf, directory, wrapper)
+        self.plugin = plugin
+
+    def start(self) -> None:
+        self.protocol = _Output(self.log_path)
+        argv = self.wrapper + [sys.executable, "-c", TWISTD, "-n", "--pidfile=", self.plugin,
+                               "--config", self.conf]
+        self.process = reactor.spawnProcess(self.protocol, argv[0], argv,
+                                            env=dict(os.environ, PYTHONPATH=ROOT),
+                                            path=self.directory)
+
+
+class VirtNodeTestCase(unittest.TestCase):
+    """QVD-DB with host ``test-node``, OSF ``desk`` on the flavour's DI, alice's VM ``desk``."""
+
+    flavour = "lxc"
+    plugin = "qvd-node"
+    libvirtd: Optional[PrivateLibvirtd] = None
+    why_not = available()
+    if why_not:
+        skip = why_not
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.base = tempfile.mkdtemp(prefix=f"qvd-{cls.flavour}-test-")
+        os.chmod(cls.base, 0o755)
+        cls.libvirtd = PrivateLibvirtd(os.path.join(cls.base, "libvirt"),
+                                       os.path.join(cls.base, "storage"), f"qvdt{os.getpid()}")
+        cls.libvirtd.start()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        if cls.libvirtd is not None:
+            cls.libvirtd.stop()
+        shutil.rmtree(cls.base, True)
+
+    def setUp(self) -> None:
+        self.db = new_database()
+        self.addCleanup(drop_database, self.db)
+        self.root = self.base
+        self.storage = os.path.join(self.base, "storage")
+        self.key = os.path.join(self.root, "ssl", "key.pem")
+        self.cert = os.path.join(self.root, "ssl", "cert.pem")
+        ensure_certificate(self.key, self.cert, "localhost")
+        self.port = free_port()
+        self.conf = self.db.write_conf(self.root, self.node_conf())
+        self.node: Optional[Node] = None
+        self.clients: list[ClientProcess] = []
+        self.addCleanup(self._stop_everything)
+
+    def node_conf(self, extra: str = "") -> str:
+        assert self.libvirtd is not None
+        return (f"{NODE_EXTRA}{TIMERS}{BOOT_LIMITS}vm.hypervisor = {self.flavour}\n"
+                f"vm.libvirt.uri.{self.flavour} = {self.libvirtd.uri(self.driver)}\n"
+                f"database.host = {cluster().socket_dir}\n"
+                f"l7r.port = {self.port}\npath.run = {self.root}/run\n"
+                f"path.log = {self.root}/log\npath.storage.root = {self.storage}\n"
+                f"path.l7r.ssl.key = {self.key}\npath.l7r.ssl.cert = {self.cert}\n{extra}")
+
+    @property
+    def driver(self) -> str:
+        return "lxc" if self.flavour == "lxc" else "qemu"
+
+    @inlineCallbacks
+    def add_vm(self, image: str, osf: str = "memory=512,user_storage=64"):
+        """Host, OSF, the DI (``qa di new`` copies it into the images), alice and her VM."""
+        self.qa("host new name=test-node,address=127.0.0.1")
+        self.qa(f"osf new name=desk,{osf}")
+        yield threads.deferToThread(self.qa, f"di new disk_image={image},osf=desk")
+        self.qa("user new login=alice,password=s3cret")
+        self.qa("vm new name=desk,user=alice,osf=desk")
+        self.vm_id = self.db.query("SELECT id FROM vms WHERE name = 'desk'")[0][0]
+
+    def qa(self, line: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        if qa_main(["-c", self.conf] + shlex.split(line), out, err) != 0:
+            raise AssertionError(f"qa {line}: {err.getvalue().strip()}")
+        return out.getvalue()
+
+    # -- the node ----------------------------------------------------------------------
+    @inlineCallbacks
+    def start_node(self):
+        assert self.libvirtd is not None
+        self.node = Node(self.conf, self.root, self.plugin, self.libvirtd.in_netns())
+        self.node.start()
+        yield self.wait(self.host_state, lambda s: s == "running", 60, "host running")
+
+    def host_state(self) -> str:
+        return self.db.query("SELECT state FROM host_runtimes")[0][0]
+
+    def runtime(self) -> dict[str, Any]:
+        columns = ("vm_state", "user_state", "vm_address", "vm_vma_port", "vm_x_port", "vm_pid")
+        row = self.db.query(f"SELECT {', '.join(columns)} FROM vm_runtimes WHERE vm_id = %s",
+                            (self.vm_id,))[0]
+        return dict(zip(columns, row))
+
+    def wait(self, check, until, timeout: float, what: str) -> Deferred:
+        def explain(failure):
+            failure.trap(AssertionError)
+            raise AssertionError(f"{failure.value}{self.explain()}")
+        return poll(check, until, timeout, what).addErrback(explain)
+
+    def wait_vm(self, state: str, timeout: float) -> Deferred:
+        return self.wait(self.runtime, lambda r: r["vm_state"] == state, timeout,
+                         f"VM {state}")
+
+    def rpc(self, method: str) -> Deferred:
+        """A SimpleRPC call to the VM's VMA at its own address, across the bridge (from the
+        namespace: run in a thread, through ``nsenter``)."""
+        row = self.runtime()
+        assert self.libvirtd is not None
+        return threads.deferToThread(
+            _run, self.libvirtd.in_netns() + [
+                sys.executable, "-c", RPC, row["vm_address"], str(row["vm_vma_port"]), method])
+
+    def domain(self) -> Optional[Any]:
+        """The VM's libvirt domain, if defined."""
+        assert self.libvirtd is not None
+        conn = libvirt.open(self.libvirtd.uri(self.driver))
+        try:
+            return conn.lookupByName(f"qvd-{self.vm_id}")
+        except libvirt.libvirtError:
+            return None
+        finally:
+            conn.close()
+
+    def explain(self, *clients: ClientProcess) -> str:
+        text = "".join(f"\n--- client stderr\n{c.stderr}" for c in clients)
+        if self.node is not None:
+            lines = [line for line in self.node.output().splitlines(True)
+                     if "Starting factory" not in line and "Stopping factory" not in line]
+            text += "\n--- node log\n" + "".join(lines[-60:])
+        guest_logs = os.path.join(self.storage, "rootfs", f"{getattr(self, 'vm_id', 0)}-fs",
+                                  "var", "log", "qvd")
+        for name in sorted(os.listdir(guest_logs)) if os.path.isdir(guest_logs) else []:
+            with open(os.path.join(guest_logs, name), errors="replace") as f:
+                text += f"\n--- guest's {name}\n" + "".join(f.readlines()[-30:])
+        return text
+
+    # -- clients -------------------------------------------------------------------------
+    def client(self, *args: str, display: Optional[str] = None) -> ClientProcess:
+        """``qvd-client`` (as alice) in the node's namespace, on ``display``."""
+        assert self.libvirtd is not None
+        home = os.path.join(self.root, "client-home")
+        os.makedirs(home, exist_ok=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": ROOT,
+               "HOME": home}
+        if display:
+            env["DISPLAY"] = display
+        argv = self.libvirtd.in_netns() + [
+            sys.executable, "-c", CLIENT, "-h", "127.0.0.1", "-p", str(self.port), "--ca",
+            self.cert, "-u", "alice", "-w", "s3cret", *args]
+        protocol = ClientProcess()
+        reactor.spawnProcess(protocol, argv[0], argv, env=env)
+        self.clients.append(protocol)
+        return protocol
+
+    @inlineCallbacks
+    def _stop_everything(self):
+        for client in self.clients:
+            if not client.ended.called:
+                client.transport.signalProcess("KILL")
+                yield client.ended
+        if self.node is not None and not self.node.protocol.ended.called:
+            yield self.node.kill("TERM")
+
+
+RPC = """\
+import sys
+from twisted.internet import reactor
+from qvd.http.simplerpc import SimpleRPCClient
+result = []
+d = SimpleRPCClient(reactor, sys.argv[1], int(sys.argv[2]), 5).call(sys.argv[3])
+d.addBoth(result.append).addBoth(lambda _: reactor.stop())
+reactor.run()
+print(result[0])
+"""
+
+
+def _run(argv: list[str]) -> str:
+    import subprocess
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    return done.stdout.strip()
