@@ -173,14 +173,13 @@ class VirtNodeTestCase(unittest.TestCase):
         return self.wait(self.runtime, lambda r: r["vm_state"] == state, timeout,
                          f"VM {state}")
 
-    def rpc(self, method: str) -> Deferred:
-        """A SimpleRPC call to the VM's VMA at its own address, across the bridge (from the
-        namespace: run in a thread, through ``nsenter``)."""
+    def rpc(self, method: str) -> str:
+        """A SimpleRPC call to the VM's VMA at its own address, across the bridge, from the
+        node's namespace (blocking: call it in a thread)."""
         row = self.runtime()
         assert self.libvirtd is not None
-        return threads.deferToThread(
-            _run, self.libvirtd.in_netns() + [
-                sys.executable, "-c", RPC, row["vm_address"], str(row["vm_vma_port"]), method])
+        return _run(self.libvirtd.in_netns() + [
+            sys.executable, "-c", RPC, row["vm_address"], str(row["vm_vma_port"]), method])
 
     def domain(self) -> Optional[Any]:
         """The VM's libvirt domain, if defined."""

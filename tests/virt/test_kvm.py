@@ -30,7 +30,7 @@ class KVMBootTests(VirtNodeTestCase):
 
         self.qa(f"vm id={self.vm_id} start")
         yield self.wait_vm("running", 420)  # the HKD's VMA monitor had its first answer
-        self.assertEqual((yield self.rpc("x_state")), "stopped")
+        self.assertEqual((yield threads.deferToThread(self.rpc, "x_state")), "stopped")
         xml = self.domain().XMLDesc(0)
         self.assertIn(f"<domain type='{'kvm' if accel == 'KVM' else 'qemu'}'", xml)
         self.assertIn("<kernel>", xml)  # direct kernel boot, no bootloader

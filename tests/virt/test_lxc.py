@@ -56,9 +56,10 @@ class LXCDesktopTests(VirtNodeTestCase):
         region = yield self.wait(lambda: first.ended.called or desktop_window(display),
                                  bool, 180, "desktop window")
         self.assertIsNot(region, True, f"qvd-client exited{self.explain(first)}")
-        colours = yield threads.deferToThread(
-            screenshot, display, region, os.path.join(ARTIFACTS, "lxc-desktop.png"))
-        self.assertGreater(len(colours - {"#000000"}), 1, f"a blank desktop: {colours}")
+        # the window maps first, twm's frame and the xterm are drawn a moment later
+        yield self.wait(lambda: screenshot(display, region,
+                                           os.path.join(ARTIFACTS, "lxc-desktop.png")),
+                        lambda colours: len(colours - {"#000000"}) > 1, 60, "desktop drawn")
 
         row = self.runtime()
         self.assertEqual((row["vm_state"], row["user_state"], row["vm_vma_port"],
@@ -106,4 +107,4 @@ class LXCDesktopTests(VirtNodeTestCase):
                         lambda out: f"adopted VM {self.vm_id}" in out, 30, "adoption")
         self.assertEqual((self.runtime()["vm_state"], self.domain().ID()),
                          ("running", domain_id))
-        self.assertEqual((yield self.rpc("ping")), "1")
+        self.assertEqual((yield threads.deferToThread(self.rpc, "ping")), "1")
