@@ -62,7 +62,9 @@ class PrivateLibvirtd:
             os.makedirs(os.path.join(self.directory, name), exist_ok=True)
         shutil.copytree("/etc/libvirt", os.path.join(self.directory, "etc"), dirs_exist_ok=True)
         with open(os.path.join(self.directory, "etc", "qemu.conf"), "a") as f:
-            f.write('\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n')
+            # no virtlogd: QEMU's output goes straight to /var/log/libvirt/qemu
+            f.write('\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
+                    'stdio_handler = "file"\n')
         d = self.directory
         script = "\n".join([
             "set -e",

@@ -169,9 +169,16 @@ class VirtNodeTestCase(unittest.TestCase):
             raise AssertionError(f"{failure.value}{self.explain()}")
         return poll(check, until, timeout, what).addErrback(explain)
 
-    def wait_vm(self, state: str, timeout: float) -> Deferred:
-        return self.wait(self.runtime, lambda r: r["vm_state"] == state, timeout,
-                         f"VM {state}")
+    @inlineCallbacks
+    def wait_vm(self, state: str, timeout: float):
+        """The VM's row once in ``state``; a failure as soon as the HKD gave up on it."""
+        gave_up = f"VM {self.vm_id} cannot start"
+        row = yield self.wait(
+            lambda: (self.runtime(), self.node is not None and gave_up in self.node.output()),
+            lambda found: found[0]["vm_state"] == state or found[1], timeout, f"VM {state}")
+        if row[0]["vm_state"] != state:
+            raise AssertionError(f"the HKD gave up on the VM{self.explain()}")
+        return row[0]
 
     def rpc(self, method: str) -> str:
         """A SimpleRPC call to the VM's VMA at its own address, across the bridge, from the
