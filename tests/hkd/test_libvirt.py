@@ -217,6 +217,22 @@ class LXCTests(LibvirtTestCase):
         self.assertTrue(os.path.exists(f"{self.root}/storage/rootfs/{self.vm_id}-fs/etc/kept"))
 
     @defer.inlineCallbacks
+    def test_the_manuals_unionfs_fuse_option(self):
+        config = self.make_config(**{"vm.lxc.unionfs.type": "unionfs-fuse"})
+        hypervisor = self.hypervisor(config)
+        yield hypervisor.launch(self.spec("desk.tar.gz"))
+        rootfs = f"{self.root}/storage/rootfs/{self.vm_id}-fs"
+        with open("/proc/self/mounts") as f:
+            self.assertIn(f" {rootfs} fuse.unionfs", f.read())
+        with open(f"{rootfs}/etc/written", "w") as f:
+            f.write("x")
+        self.assertTrue(os.path.exists(f"{self.root}/storage/overlayfs/7-{self.vm_id}-overlayfs"
+                                       "/etc/written"), "writes go to the upper directory")
+        self.assertFalse(os.path.exists(f"{self.root}/storage/basefs/desk/etc/written"))
+        yield hypervisor.release(self.vm_id)
+        self.assertEqual(lxcfs.mounts_under(self.root), [])
+
+    @defer.inlineCallbacks
     def test_a_failed_launch_leaves_nothing_behind(self):
         hypervisor = self.hypervisor()
         with self.assertRaises(LaunchError) as e:
