@@ -41,7 +41,7 @@ def validate(testcase: unittest.TestCase, xml: str) -> None:
     testcase.assertEqual(done.returncode, 0, f"{done.stderr}\n{xml}")
 
 
-def test_driver() -> "libvirt.virConnect":
+def libvirt_test_driver() -> "libvirt.virConnect":
     return libvirt.open("test:///default")
 
 
@@ -82,7 +82,7 @@ class LibvirtTestCase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def _clean(self):
-        conn = test_driver()
+        conn = libvirt_test_driver()
         for dom in conn.listAllDomains(0):
             if domains.vm_id_of(dom.name()) in range(self.vm_id, self.vm_id + 5):
                 if dom.isActive():
@@ -102,7 +102,7 @@ class LibvirtTestCase(unittest.TestCase):
         return VMSpec(**values)
 
     def domain(self, vm_id=None):
-        return test_driver().lookupByName(domains.domain_name(vm_id or self.vm_id))
+        return libvirt_test_driver().lookupByName(domains.domain_name(vm_id or self.vm_id))
 
 
 def make_tarball(path: str) -> None:
@@ -192,7 +192,7 @@ class LXCTests(LibvirtTestCase):
         self.assertEqual(reaped, [self.vm_id + 1])
         self.assertTrue(self.domain().isActive())
         self.assertRaises(libvirt.libvirtError, self.domain, self.vm_id + 1)
-        self.assertTrue(test_driver().lookupByName("test").isActive(), "not ours: untouched")
+        self.assertTrue(libvirt_test_driver().lookupByName("test").isActive(), "not ours: untouched")
 
     @defer.inlineCallbacks
     def test_the_upper_directory_is_set_aside_unless_persistent(self):
