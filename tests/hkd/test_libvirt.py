@@ -23,6 +23,7 @@ from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError, VMSpec
 from qvd.hkd.process import ProcessHypervisor
 from qvd.hkd.virt import domains, lxcfs
 from qvd.hkd.virt.network import NetworkPlan
+from tests.support import waiting
 
 try:
     import libvirt
@@ -157,8 +158,8 @@ class LXCTests(LibvirtTestCase):
         vm = yield hypervisor.launch(self.spec("desk.tar.gz"))
         exited = vm.when_exited()
         vm.signal("KILL")
-        yield hypervisor.connection.call(lambda conn: None)  # the signal went first
-        self.assertFalse(self.domain().isActive())
+        yield waiting.poll(lambda: self.domain().isActive(), lambda active: not active, 10,
+                           "domain destroyed")
         self.assertFalse(exited.called)
         yield hypervisor._check()
         self.assertTrue(exited.called)
