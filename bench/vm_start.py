@@ -30,6 +30,7 @@ from typing import Optional
 
 import psutil
 
+from connect_rate import sql
 from db_roundtrip import start_cluster
 from harness import ROOT
 
@@ -108,14 +109,7 @@ class Bench:
         return out.getvalue()
 
     def sql(self, statement: str, params: tuple = ()) -> list[tuple]:
-        with open(self.conf) as f:
-            conn = connect_sync(Config(parse_properties(f.read())), "qvd-bench")
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(statement, params)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        return sql(self.conf, statement, params)
 
     # -- the HKD -------------------------------------------------------------------------
     def start_hkd(self, hypervisor: str) -> None:

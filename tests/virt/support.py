@@ -9,9 +9,7 @@ lives in the test's namespaces and is removed with them.
 
 from __future__ import annotations
 
-import io
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -20,15 +18,11 @@ from typing import Any, Optional
 import libvirt
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.trial import unittest
 
-from qvd.admin.cli import main as qa_main
 from qvd.embedded import ensure_certificate
-from qvd.http.simplerpc import SimpleRPCClient
 from qvd.pgcluster import free_port
-from tests.client.support import ClientProcess
+from tests.client.support import ClientProcess, NodeTestCase
 from tests.hkd.support import HKD, ROOT, TIMERS, TWISTD, _Output, poll
-from tests.support import images
 from tests.support.libvirtd import PrivateLibvirtd, available
 from tests.support.postgres import cluster, drop_database, new_database
 
@@ -79,8 +73,9 @@ class Node(HKD):
                                             path=self.directory)
 
 
-class VirtNodeTestCase(unittest.TestCase):
-    """QVD-DB with host ``test-node``, OSF ``desk`` on the flavour's DI, alice's VM ``desk``."""
+class VirtNodeTestCase(NodeTestCase):
+    """QVD-DB with host ``test-node``, OSF ``desk`` on the flavour's DI, alice's VM ``desk``
+    (``NodeTestCase``'s helpers, another set-up: no process VM, no demo DI)."""
 
     flavour = "lxc"
     plugin = "qvd-node"
@@ -140,12 +135,6 @@ class VirtNodeTestCase(unittest.TestCase):
         self.qa("vm new name=desk,user=alice,osf=desk")
         self.vm_id = self.db.query("SELECT id FROM vms WHERE name = 'desk'")[0][0]
 
-    def qa(self, line: str) -> str:
-        out, err = io.StringIO(), io.StringIO()
-        if qa_main(["-c", self.conf] + shlex.split(line), out, err) != 0:
-            raise AssertionError(f"qa {line}: {err.getvalue().strip()}")
-        return out.getvalue()
-
     # -- the node ----------------------------------------------------------------------
     @inlineCallbacks
     def start_node(self):
@@ -200,11 +189,8 @@ class VirtNodeTestCase(unittest.TestCase):
             conn.close()
 
     def explain(self, *clients: ClientProcess) -> str:
-        text = "".join(f"\n--- client stderr\n{c.stderr}" for c in clients)
-        if self.node is not None:
-            lines = [line for line in self.node.output().splitlines(True)
-                     if "Starting factory" not in line and "Stopping factory" not in line]
-            text += "\n--- node log\n" + "".join(lines[-60:])
+        """The node's side (``NodeTestCase.explain``) and the guest's own logs."""
+        text = super().explain(*clients)
         guest_logs = os.path.join(self.storage, "rootfs", f"{getattr(self, 'vm_id', 0)}-fs",
                                   "var", "log", "qvd")
         for name in sorted(os.listdir(guest_logs)) if os.path.isdir(guest_logs) else []:
@@ -230,20 +216,10 @@ class VirtNodeTestCase(unittest.TestCase):
         self.clients.append(protocol)
         return protocol
 
-    @inlineCallbacks
-    def _stop_everything(self):
-        for client in self.clients:
-            if not client.ended.called:
-                client.transport.signalProcess("KILL")
-                yield client.ended
-        if self.node is not None and not self.node.protocol.ended.called:
-            yield self.node.kill("TERM")
-
 
 RPC = """\
 import sys
 from twisted.internet import reactor
-from qvd.http.simplerpc import SimpleRPCClient
 result = []
 d = SimpleRPCClient(reactor, sys.argv[1], int(sys.argv[2]), 5).call(sys.argv[3])
 d.addBoth(result.append).addBoth(lambda _: reactor.stop())
