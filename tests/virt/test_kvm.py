@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import psutil
 from twisted.internet import threads
 from twisted.internet.defer import inlineCallbacks
 
@@ -31,6 +32,7 @@ class KVMBootTests(VirtNodeTestCase):
         self.qa(f"vm id={self.vm_id} start")
         yield self.wait_vm("running", 420)  # the HKD's VMA monitor had its first answer
         self.assertEqual((yield threads.deferToThread(self.rpc, "x_state")), "stopped")
+        self.assertIn("qemu-system", psutil.Process(self.runtime()["vm_pid"]).name())
         xml = self.domain().XMLDesc(0)
         self.assertIn(f"<domain type='{'kvm' if accel == 'KVM' else 'qemu'}'", xml)
         self.assertIn("<kernel>", xml)  # direct kernel boot, no bootloader

@@ -348,7 +348,7 @@ class KVMHypervisor(LibvirtHypervisor):
         driver)."""
         mark = f"guest={dom.name()},"
         for process in psutil.process_iter(["cmdline"]):
-            if mark in (process.info["cmdline"] or []):
+            if any(arg.startswith(mark) for arg in process.info["cmdline"] or []):
                 return process.pid
         return 0
 
