@@ -90,6 +90,7 @@ class Bench:
         self.qa("host new name=bench-node,address=127.0.0.1")
         self.qa("user new login=alice,password=s3cret")
         self.hkd: Optional[subprocess.Popen] = None
+        self.hkd_log = ""
 
     def write_conf(self, hypervisor: str, extra: str) -> str:
         path = os.path.join(self.base, f"{hypervisor}.conf")
@@ -115,7 +116,8 @@ class Bench:
     def start_hkd(self, hypervisor: str) -> None:
         conf = self.write_conf(hypervisor, "")
         prefix = [] if hypervisor == "process" else self.libvirtd.in_netns()
-        log = open(os.path.join(self.base, f"hkd-{hypervisor}.log"), "w")
+        self.hkd_log = os.path.join(self.base, f"hkd-{hypervisor}.log")
+        log = open(self.hkd_log, "w")
         self.hkd = subprocess.Popen(prefix + [sys.executable, "-c", TWISTD, "-n", "--pidfile=",
                                               "qvd-hkd", "--config", conf],
                                     env=dict(os.environ, PYTHONPATH=ROOT), cwd=self.base,
@@ -133,10 +135,9 @@ class Bench:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline or (self.hkd and self.hkd.poll() is not None):
-                logs = sorted(n for n in os.listdir(self.base) if n.startswith("hkd-"))
                 tail = ""
-                if logs:
-                    with open(os.path.join(self.base, logs[-1])) as f:
+                if self.hkd_log:
+                    with open(self.hkd_log) as f:
                         tail = "".join(f.readlines()[-15:])
                 raise RuntimeError(f"{what}: not ready after {timeout} s\n{tail}")
             time.sleep(0.2)
@@ -205,29 +206,38 @@ def measure_starts(bench: Bench, hypervisor: str, image: str, runs: int, osf: st
     return times, rss
 
 
-def lxc_desktops(bench: Bench, limit: int, reserve_gib: float) -> tuple[int, list[int], float]:
-    """LXC VMs with an idle nxagent session each, added while memory allows."""
+def lxc_desktops(bench: Bench, limit: int, reserve_gib: float
+                 ) -> tuple[list[int], list[float], float, str]:
+    """LXC VMs with an idle nxagent session each, added until ``limit``, the memory
+    reserve, or a desktop that does not come up within its time: (RSS per desktop,
+    seconds per start, node memory per desktop, why it stopped)."""
     bench.start_hkd("lxc")
     before = psutil.virtual_memory().available
     per_vm: list[int] = []
-    seconds = 0.0
+    seconds: list[float] = []
+    why = f"the limit of {limit}"
     try:
         for i in range(limit):
             if psutil.virtual_memory().available < reserve_gib * 1024 ** 3:
+                why = f"{reserve_gib} GiB left"
                 break
             vm_id = bench.new_vm(f"desktop-{i}", "lxc")
             started = time.monotonic()
-            bench.start_vm("lxc", vm_id, 120)
-            bench.rpc("lxc", vm_id, "x_start", "qvd.vm.user.name=alice")
-            bench.wait(lambda: bench.rpc("lxc", vm_id, "x_state") == "listening", 60,
-                       f"nxagent of VM {vm_id}")
-            seconds += time.monotonic() - started
+            try:
+                bench.start_vm("lxc", vm_id, 120)
+                bench.rpc("lxc", vm_id, "x_start", "qvd.vm.user.name=alice")
+                bench.wait(lambda: bench.rpc("lxc", vm_id, "x_state") == "listening", 60,
+                           f"nxagent of VM {vm_id}")
+            except RuntimeError as e:
+                why = f"desktop {i + 1} not up in time ({str(e).splitlines()[0]})"
+                break
+            seconds.append(time.monotonic() - started)
             per_vm.append(bench.rss("lxc", vm_id))
         time.sleep(5)
         used = before - psutil.virtual_memory().available
     finally:
         bench.stop_hkd()
-    return len(per_vm), per_vm, used / max(1, len(per_vm))
+    return per_vm, seconds, used / max(1, len(per_vm)), why
 
 
 def main() -> None:
@@ -257,7 +267,7 @@ def main() -> None:
             times, rss = measure_starts(bench, hypervisor, image, runs, osf, timeout)
             rows.append(f"| {hypervisor} | {len(times)} | {statistics.median(times):.1f} |"
                         f" {min(times):.1f} | {max(times):.1f} | {rss / 1024 ** 2:.0f} |")
-        count, per_vm, cost = lxc_desktops(bench, options.desktops, options.reserve)
+        per_vm, seconds, cost, why = lxc_desktops(bench, options.desktops, options.reserve)
     finally:
         bench.close()
         shutil.rmtree(base, True)
@@ -266,12 +276,14 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     print()
-    print("| LXC desktops started | RSS per desktop MiB (median) | node memory per desktop MiB"
-          " | desktops in this node's memory (less 4 GiB) |")
-    print("|---|---|---|---|")
-    if count:
-        print(f"| {count} | {statistics.median(per_vm) / 1024 ** 2:.0f} |"
-              f" {cost / 1024 ** 2:.0f} | {int((total - 4 * 1024 ** 3) / cost)} |")
+    print("| LXC desktops up | stopped by | start s (first, last) | RSS per desktop MiB"
+          " (median) | node memory per desktop MiB | desktops in this node's memory"
+          " (less 4 GiB) |")
+    print("|---|---|---|---|---|---|")
+    if per_vm:
+        print(f"| {len(per_vm)} | {why} | {seconds[0]:.1f}, {seconds[-1]:.1f} |"
+              f" {statistics.median(per_vm) / 1024 ** 2:.0f} | {cost / 1024 ** 2:.0f} |"
+              f" {int((total - 4 * 1024 ** 3) / cost)} |")
 
 
 if __name__ == "__main__":
