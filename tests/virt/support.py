@@ -223,6 +223,7 @@ class VirtNodeTestCase(NodeTestCase):
 RPC = """\
 import sys
 from twisted.internet import reactor
+from qvd.http.simplerpc import SimpleRPCClient
 result = []
 d = SimpleRPCClient(reactor, sys.argv[1], int(sys.argv[2]), 5).call(sys.argv[3])
 d.addBoth(result.append).addBoth(lambda _: reactor.stop())
