@@ -38,6 +38,8 @@ log = Logger()
 
 KVM_IOCTL_CREATE_VM = 0xAE01
 SERIAL_BASE = 2000  # QVD 4: serial consoles on host ports above 2000
+INOTIFY_INSTANCES = "/proc/sys/fs/inotify/max_user_instances"
+INOTIFY_WANTED = 8192
 
 
 @dataclass(frozen=True)
@@ -369,6 +371,15 @@ class LXCHypervisor(LibvirtHypervisor):
     def __init__(self, config: Config, reactor: Any):
         super().__init__(config, reactor)
         self.cpus = CPUSets(os.cpu_count() or 1)
+
+    @defer.inlineCallbacks
+    def prepare_hypervisor(self) -> Generator[defer.Deferred[Any], Any, None]:
+        instances = yield threads.deferToThread(_read, INOTIFY_INSTANCES)
+        if instances and int(instances) < INOTIFY_WANTED:
+            log.warn("fs.inotify.max_user_instances is {n}: each container's systemd takes"
+                     " about 7, so about {vms} containers boot; raise it (sysctl"
+                     " fs.inotify.max_user_instances={wanted})", n=int(instances),
+                     vms=int(instances) // 7, wanted=INOTIFY_WANTED)
 
     @defer.inlineCallbacks
     def prepare_guest(self, spec: VMSpec, guest: GuestNetwork, files_: VMFiles,
