@@ -187,7 +187,8 @@ class LXCTests(LibvirtTestCase):
     def test_strays_are_destroyed_and_others_kept(self):
         hypervisor = self.hypervisor()
         yield hypervisor.launch(self.spec("desk.tar.gz"))
-        yield hypervisor.launch(self.spec("desk.tar.gz", vm_id=self.vm_id + 1, ip="10.99.0.151"))
+        yield hypervisor.launch(self.spec("desk.tar.gz", vm_id=self.vm_id + 1,
+                                          ip="10.99.0.151"))
         later = self.hypervisor()
         reaped = yield later.reap_strays({self.vm_id} | set(range(self.vm_id + 2, 99999)))
         self.assertEqual(reaped, [self.vm_id + 1])

@@ -107,13 +107,15 @@ def boot_files(settings: KVMStorageSettings, di_path: str) -> Optional[tuple[str
 def _extract_kernel(settings: KVMStorageSettings, image: str, directory: str) -> None:
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
         raw = os.path.join(scratch, "disk.raw")
-        blocking([settings.qemu_img, "convert", "-O", "raw", image, raw], "reading the DI", settings.timeout)
+        blocking([settings.qemu_img, "convert", "-O", "raw", image, raw], "reading the DI",
+                 settings.timeout)
         found = {}
         for name in ("vmlinuz", "initrd.img"):
             target = _follow(settings, raw, "/" + name)
             out = os.path.join(scratch, name)
             if target:
-                blocking([settings.debugfs, "-R", f"dump {target} {out}", raw], f"copying {name} out of the DI", settings.timeout)
+                blocking([settings.debugfs, "-R", f"dump {target} {out}", raw],
+                         f"copying {name} out of the DI", settings.timeout)
             if os.path.getsize(out) if os.path.exists(out) else 0:
                 found[name] = out
         if len(found) == 2:
@@ -137,7 +139,8 @@ def _follow(settings: KVMStorageSettings, raw: str, path: str) -> Optional[str]:
 
 
 def _format(settings: KVMStorageSettings, image: str) -> str:
-    out = blocking([settings.qemu_img, "info", "--output=json", image], "reading the DI", settings.timeout)
+    out = blocking([settings.qemu_img, "info", "--output=json", image], "reading the DI",
+                   settings.timeout)
     try:
         return str(json.loads(out)["format"])
     except (ValueError, KeyError):
@@ -150,7 +153,9 @@ def _create_home(settings: KVMStorageSettings, home: str, size_mb: int) -> None:
         raw = os.path.join(scratch, "home.raw")
         with open(raw, "wb") as f:
             f.truncate(size_mb * 1024 * 1024)
-        blocking([settings.mke2fs, "-q", "-F", "-t", "ext4", "-L", HOME_LABEL, raw], "formatting the home image", settings.timeout)
+        blocking([settings.mke2fs, "-q", "-F", "-t", "ext4", "-L", HOME_LABEL, raw],
+                 "formatting the home image", settings.timeout)
         partial = os.path.join(scratch, "home.qcow2")
-        blocking([settings.qemu_img, "convert", "-O", "qcow2", raw, partial], "creating the home image", settings.timeout)
+        blocking([settings.qemu_img, "convert", "-O", "qcow2", raw, partial],
+                 "creating the home image", settings.timeout)
         os.replace(partial, home)
