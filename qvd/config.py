@@ -96,6 +96,41 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
+# Characters str.splitlines() breaks lines at: a value must not contain them raw.
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def escape(text: str, key: bool = False) -> str:
+    """``text`` as ``parse_properties`` reads it back unchanged (``_unescape``'s twin).
+
+    Backslashes and line breaks are escaped, and leading blanks, which the parser would
+    strip; in a key (``key=True``) also every blank, ``=`` and ``:``, and a leading
+    ``#`` or ``!``.
+    """
+    out = []
+    leading = True
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch in _LINE_BREAKS:
+            out.append("\\n" if ch == "\n" else f"\\u{ord(ch):04x}")
+        elif (ch.isspace() and (key or leading)) or (key and (ch in "=:" or (
+                not out and ch in "#!"))):
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+        leading = leading and ch.isspace()
+    return "".join(out)
+
+
+def format_properties(values: Mapping[str, str], header: str = "") -> str:
+    """``values`` as node.conf text, sorted, with ``header`` as a comment line first:
+    what ``parse_properties`` turns back into ``values``."""
+    lines = [f"# {header}\n"] if header else []
+    lines += [f"{escape(k, key=True)} = {escape(v)}\n" for k, v in sorted(values.items())]
+    return "".join(lines)
+
+
 def _split_key(line: str) -> tuple[str, str]:
     """Split a logical line at the first unescaped ``=``, ``:`` or blank."""
     i = 0

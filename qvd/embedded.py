@@ -154,6 +154,37 @@ def _demo_image(staging: str) -> str:
     return path
 
 
+# What --hypervisor lxc|kvm sets in node.conf: the VMs' network is QVD 4's default one
+# (10.0.0.0/16, VMs from 10.0.0.100) with this node as its gateway on bridge qvdnet.
+VIRT_KEYS = {"vm.network.gateway": "10.0.0.1"}
+
+
+def set_keys(path: str, values: dict[str, str]) -> None:
+    """Give ``key = value`` lines of node.conf these values, added where missing."""
+    with open(path) as f:
+        lines = f.read().splitlines(True)
+    missing = dict(values)
+    for i, line in enumerate(lines):
+        key = line.split("=", 1)[0].strip()
+        if "=" in line and key in missing:
+            lines[i] = f"{key} = {missing.pop(key)}\n"
+    lines += [f"{key} = {value}\n" for key, value in missing.items()]
+    with open(path, "w") as f:
+        f.write("".join(lines))
+
+
+def load_desktop(conn, config: Config, image: str) -> list[str]:
+    """OSF ``desktop`` with ``image`` as its DI and the demo user's VM ``desktop`` on it."""
+    admin = Admin(conn, config)
+    if admin.run(parse_command(["osf", "name=desktop,tenant=default", "get"])).total:
+        return []
+    for command in (["osf", "new", "name=desktop,tenant=default,memory=1024,user_storage=1024"],
+                    ["di", "new", f"path={os.path.abspath(image)},osf=desktop"],
+                    ["vm", "new", "name=desktop,user=demo,osf=desktop"]):
+        admin.run(parse_command(command))
+    return ["OSF, DI and VM desktop"]
+
+
 def load_demo(conn, config: Config) -> list[str]:
     """Create whatever of the demo data is missing; say what was created."""
     admin = Admin(conn, config)
@@ -175,9 +206,13 @@ def load_demo(conn, config: Config) -> list[str]:
     return created
 
 
-def setup(data: str, port: Optional[int] = None, system_conf: str = SYSTEM_CONF) -> str:
+def setup(data: str, port: Optional[int] = None, system_conf: str = SYSTEM_CONF,
+          hypervisor: Optional[str] = None, image: Optional[str] = None) -> str:
     data = os.path.abspath(data)
     conf_path = ensure_node_conf(data, port)
+    if hypervisor:
+        set_keys(conf_path, {"vm.hypervisor": hypervisor,
+                             **(VIRT_KEYS if hypervisor != "process" else {})})
     values = load_file(conf_path)
     cluster = LocalCluster(root=os.path.join(data, "postgresql"),
                            port=int(values["database.port"]), host=values["database.host"])
@@ -195,6 +230,8 @@ def setup(data: str, port: Optional[int] = None, system_conf: str = SYSTEM_CONF)
         conn.rollback()
         apply_configs_now(conn, config)
         created = load_demo(conn, config)
+        if image:
+            created += load_desktop(conn, config, image)
         vm = Admin(conn, config).run(parse_command(["vm", "name=demo,user=demo", "get", "id"]))
     finally:
         conn.close()
@@ -248,10 +285,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--system-conf", default=SYSTEM_CONF,
                         help=f"also publish node.conf here unless it is an administrator's"
                              f" own file; '' for nowhere (default: {SYSTEM_CONF})")
+    parser.add_argument("--hypervisor", choices=("process", "lxc", "kvm"),
+                        help="set vm.hypervisor in node.conf (lxc, kvm: and the VM network,"
+                             " 10.0.0.0/16 with this node as gateway)")
+    parser.add_argument("--image", help="a DI (qvd-di build) for OSF, DI and VM 'desktop'")
     args = parser.parse_args(argv)
     try:
         if args.action == "setup":
-            print(setup(args.data, args.port, args.system_conf), end="")
+            print(setup(args.data, args.port, args.system_conf, args.hypervisor, args.image),
+                  end="")
         else:
             conf = load_file(os.path.join(os.path.abspath(args.data), "node.conf"))
             LocalCluster(os.path.join(os.path.abspath(args.data), "postgresql"),

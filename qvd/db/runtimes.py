@@ -63,13 +63,14 @@ class VMSpec:
     di_path: str
     memory: int
     user_storage_size: Optional[int]
+    use_overlay: bool
 
 
 def vm_start_specs(db: Database, vm_id: int) -> defer.Deferred[list[VMSpec]]:
     """The VM with its owner and each unblocked DI its tag names (one, when it can start)."""
     return db.run_read(
         "SELECT v.id, v.name, v.user_id, u.login, v.osf_id, v.di_tag, v.ip, d.id, d.path,"
-        " o.memory, o.user_storage_size"
+        " o.memory, o.user_storage_size, o.use_overlay"
         " FROM vms v JOIN users u ON u.id = v.user_id JOIN osfs o ON o.id = v.osf_id"
         " JOIN dis d ON d.osf_id = v.osf_id AND NOT d.blocked"
         " JOIN di_tags t ON t.di_id = d.id AND t.tag = v.di_tag"

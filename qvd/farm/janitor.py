@@ -24,7 +24,8 @@ import psutil
 
 from qvd.farm import network
 from qvd.farm.network import RUN_DIR, Plan
-from qvd.hkd.process import STATE_FILE, end_session, kill_all
+from qvd.hkd.layout import VMFiles
+from qvd.hkd.process import end_session, kill_all
 from qvd.pgcluster import LocalCluster
 
 DONE = b"done"
@@ -119,8 +120,9 @@ def _kill_haproxy(state: State) -> None:
 def _end_vms(directory: str) -> None:
     """What is left of the farm's VMs (their sessions, X lock files), by their records."""
     for root, _, files in os.walk(os.path.join(directory, "nodes")):
-        if STATE_FILE in files:
-            end_session(os.path.join(root, STATE_FILE))
+        state = VMFiles(root).state
+        if os.path.basename(state) in files:
+            end_session(state)
 
 
 def teardown(state: State) -> None:

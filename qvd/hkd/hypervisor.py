@@ -1,8 +1,8 @@
 """The seam between the VM state machine and the VM backends.
 
 The state machine (``qvd.hkd.vm``) only launches, adopts, signals and
-releases ``IVMInstance``s; a backend (the built-in ``process`` one, later
-libvirt's KVM/LXC) implements ``IHypervisor`` and is listed in ``BACKENDS``.
+releases ``IVMInstance``s; a backend (the built-in ``process`` one, libvirt's
+``kvm`` and ``lxc``) implements ``IHypervisor`` and is listed in ``BACKENDS``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from zope.interface import Attribute, Interface
 from qvd.config import Config, ConfigError
 from qvd.db.runtimes import VMSpec
 
-BACKENDS = {"process": "qvd.hkd.process.ProcessHypervisor"}
+BACKENDS = {"process": "qvd.hkd.process.ProcessHypervisor",
+            "kvm": "qvd.hkd.virt.hypervisor.KVMHypervisor",
+            "lxc": "qvd.hkd.virt.hypervisor.LXCHypervisor"}
 
 
 class LaunchError(Exception):
@@ -42,6 +44,12 @@ class IHypervisor(Interface):
     name = Attribute("The vm.hypervisor value; also names the timeout keys"
                      " internal.hkd.<name>.timeout.on_state.*.")
 
+    def start() -> defer.Deferred[None]:
+        """Prepare the node before any VM is launched or adopted (network, DHCP...)."""
+
+    def stop() -> defer.Deferred[None]:
+        """Undo ``start`` once every VM is stopped."""
+
     def launch(spec: VMSpec) -> defer.Deferred[IVMInstance]:
         """Start the VM; fails with ``LaunchError``."""
 
@@ -57,12 +65,14 @@ class IHypervisor(Interface):
 
 
 def check_hypervisor(config: Config) -> str:
-    """The configured backend's name, if this release has it."""
+    """The configured backend's name, if this release has it and the configuration
+    suits it (a backend class may check it in a ``check_config(config)`` static method)."""
     name = config.get("vm.hypervisor").strip()
     if name not in BACKENDS:
         raise ConfigError(
             f"vm.hypervisor = {name!r} is not available in this release"
             f" (available: {', '.join(sorted(BACKENDS))})")
+    getattr(namedAny(BACKENDS[name]), "check_config", lambda config: None)(config)
     return name
 
 

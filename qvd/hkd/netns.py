@@ -20,6 +20,7 @@ from twisted.internet import defer, utils
 
 from qvd.config import Config
 from qvd.hkd.hypervisor import LaunchError
+from qvd.hkd.virt.network import mac_address
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,11 @@ def plan(config: Config, vm_id: int, ip: Optional[str]) -> Optional[VMNetwork]:
     if not ip:
         raise LaunchError("the VM has no IP address (vms.ip) for its network namespace")
     try:
-        octets = ipaddress.IPv4Address(ip).packed
+        mac = mac_address(config.get("vm.network.mac.prefix"), ip)
         mask = config.get("vm.network.netmask").strip()
         prefix_len = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
     except ValueError as e:
         raise LaunchError(f"bad VM network settings: {e}") from None
-    mac = config.get("vm.network.mac.prefix").strip() + "".join(f":{b:02x}" for b in octets[1:])
     return VMNetwork(namespace(config, vm_id), ip, prefix_len,
                      config.get("vm.network.gateway").strip(),
                      config.get("vm.network.bridge").strip(), mac)

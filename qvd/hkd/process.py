@@ -19,11 +19,10 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import psutil
 from twisted.internet import defer, task, threads
@@ -36,26 +35,21 @@ from zope.interface import implementer
 
 from qvd.config import Config
 from qvd.db.runtimes import VMSpec
-from qvd.hkd import addresses, netns
+from qvd.hkd import addresses, displays, netns, vmaconf
+from qvd.hkd.files import replace as replace_file, unlink
 from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError
+from qvd.hkd.layout import VMFiles
 from qvd.stream.once import Once
 
 log = Logger()
 
-STATE_FILE = "vm.json"
-CONF_FILE = "vma.conf"
-# node.conf keys a VMA also reads (hooks, X session command, nxagent timers).
-PASSED_PREFIXES = ("vma.", "command.", "internal.nxagent.timeout.")
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
-# ports of display n: NX 4000+n, X 6000+n, and nxagent's CUPS, sound and slave channels
-CHANNEL_PORTS = (4000, 6000, 2000, 7000, 11000)
-X_LOCK = "/tmp/.X{}-lock"
-X_SOCKET = "/tmp/.X11-unix/X{}"
 
 
 def _ports(vma_port: int, display: int) -> dict[str, int]:
     """vm_runtimes' ports: nxagent's is 4000 + display; no ssh, VNC, serial or monitor."""
-    return {"vma": vma_port, "x": 4000 + display, "ssh": 0, "vnc": 0, "serial": 0, "mon": 0}
+    return {"vma": vma_port, "x": displays.nx_port(display), "ssh": 0, "vnc": 0, "serial": 0,
+            "mon": 0}
 
 
 @dataclass(frozen=True)
@@ -77,9 +71,42 @@ class Record:
 
 
 @dataclass(frozen=True)
+class ProcessSettings:
+    """What starting one process VM needs from the configuration, read in the reactor
+    thread (the configuration is not thread-safe) for the file work in a thread."""
+
+    files: VMFiles
+    homes: str
+    address: str
+    namespace: Optional[str]
+    port: int  # 0: any free port
+    account: str
+    display_base: int
+    display_span: int
+    passed: Mapping[str, str]
+
+    @classmethod
+    def from_config(cls, config: Config, vm_id: int,
+                    net: Optional[netns.VMNetwork]) -> "ProcessSettings":
+        get = config.get
+        return cls(
+            files=VMFiles.under(get("path.storage.process"), str(vm_id)),
+            homes=get("path.storage.homes"),
+            address=net.address if net else get("vm.process.address").strip(),
+            namespace=net.name if net else None,
+            port=config.get_int("internal.vm.port.vma") if net else 0,
+            account=get("vm.process.account").strip(),
+            display_base=config.get_int("internal.hkd.process.display.base"),
+            display_span=config.get_int("internal.hkd.process.display.span"),
+            passed=vmaconf.passed(config.effective()),
+        )
+
+
+@dataclass(frozen=True)
 class _Layout:
-    directory: str
-    conf: str
+    """A prepared process VM: its files, address, RPC port and display."""
+
+    files: VMFiles
     address: str
     vma_port: int
     display: int
@@ -162,21 +189,6 @@ def _send(process: psutil.Process, number: int) -> None:
         pass
 
 
-def _bindable(address: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-        return True
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
 @implementer(IHypervisor)
 class ProcessHypervisor:
     name = "process"
@@ -188,23 +200,28 @@ class ProcessHypervisor:
         self._namespaces = netns.Namespaces(config, reactor)
         self._lock = defer.DeferredLock()
         self._displays: dict[int, int] = {}
-        self._addresses: dict[int, str] = {}
+        self._addresses: dict[int, str] = {}  # VMs in namespaces, from vm.process.ip.range
+
+    def start(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+    def stop(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
 
     # -- launch ---------------------------------------------------------------------
     @defer.inlineCallbacks
     def launch(self, spec: VMSpec) -> Any:
-        passed = {k: v for k, v in self.config.effective().items() if k.startswith(PASSED_PREFIXES)}
         net = netns.plan(self.config, spec.vm_id, self._address(spec))
         if net is not None:
             self._addresses[spec.vm_id] = net.address
-        settings = self._settings(spec.vm_id, net)
+        settings = ProcessSettings.from_config(self.config, spec.vm_id, net)
         yield self._lock.acquire()
         try:
             layout = yield threads.deferToThread(
-                self._prepare, spec.vm_id, settings, passed, set(self._displays.values()))
+                _prepare, spec.vm_id, settings, set(self._displays.values()))
             self._displays[spec.vm_id] = layout.display
         except (OSError, ValueError) as e:
-            raise LaunchError(f"cannot prepare {settings['root']}: {e}") from e
+            raise LaunchError(f"cannot prepare {settings.files.directory}: {e}") from e
         finally:
             self._lock.release()
         try:
@@ -223,99 +240,20 @@ class ProcessHypervisor:
             return spec.ip
         return addresses.pick(span, spec.vm_id, set(self._addresses.values()))
 
-    def _settings(self, vm_id: int, net: Optional[netns.VMNetwork]) -> dict[str, str]:
-        """What ``_prepare`` needs, read in the reactor thread (the config is not thread-safe)."""
-        get = self.config.get
-        return {
-            "root": os.path.join(get("path.storage.process"), str(vm_id)),
-            "homes": get("path.storage.homes"),
-            "address": net.address if net else get("vm.process.address").strip(),
-            "namespace": net.name if net else "",
-            "port": get("internal.vm.port.vma") if net else "0",
-            "account": get("vm.process.account").strip(),
-            "display.base": get("internal.hkd.process.display.base"),
-            "display.span": get("internal.hkd.process.display.span"),
-        }
-
-    def _prepare(
-        self, vm_id: int, settings: dict[str, str], passed: dict[str, str], taken: set[int]
-    ) -> _Layout:
-        """Directories, ports and vma.conf of one VM (in a thread: file work)."""
-        account = self._account(settings["account"])
-        address = settings["address"]
-        directory = settings["root"]
-        for path in (directory, settings["homes"]):
-            os.makedirs(path, mode=0o755, exist_ok=True)
-        namespace = settings["namespace"] or None
-        display = self._display(vm_id, None if namespace else address, taken,
-                                int(settings["display.base"]), int(settings["display.span"]))
-        port = int(settings["port"]) or _free_port(address)
-        layout = _Layout(directory, os.path.join(directory, CONF_FILE), address, port, display,
-                         namespace)
-        values = dict(passed)
-        values.update({
-            "path.run": os.path.join(directory, "run"),
-            "path.log": os.path.join(directory, "log"),
-            "vma.address": address,
-            "internal.vm.port.vma": str(layout.vma_port),
-            "internal.nxagent.display": str(display),
-            "vma.user.provisioning": "0",
-            "vma.user.account": account,
-            "vma.user.account.home": os.path.join(settings["homes"], str(vm_id)),
-            "vma.poweroff.command": "",
-        })
-        text = "".join(f"{key} = {_escape(value)}\n" for key, value in sorted(values.items()))
-        partial = layout.conf + ".new"
-        with open(partial, "w", encoding="utf-8") as f:
-            f.write(f"# generated by qvd-hkd for VM {vm_id}; rewritten at every start\n{text}")
-        os.replace(partial, layout.conf)
-        return layout
-
-    @staticmethod
-    def _account(name: str) -> str:
-        """The session account for the VMA: ours when not root, else a named unprivileged one."""
-        if os.geteuid() != 0:
-            return ""
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise LaunchError(
-                f"session account {name!r} (vm.process.account) does not exist:"
-                f" create it (useradd --system {name}) or name another one") from None
-        if entry.pw_uid == 0:
-            raise LaunchError("vm.process.account must not be root")
-        return name
-
-    @staticmethod
-    def _display(vm_id: int, address: Optional[str], taken: set[int], base: int,
-                 span: int) -> int:
-        """A free X display, first trying one derived from the (cluster-unique) VM id.
-
-        Its ports (``CHANNEL_PORTS``) are probed on ``address`` (None: the VM has its own namespace,
-        only the X lock files are shared).
-        """
-        for i in range(span):
-            n = base + (vm_id + i) % span
-            if (n not in taken and not os.path.exists(X_LOCK.format(n))
-                    and not os.path.exists(X_SOCKET.format(n))
-                    and (address is None
-                         or all(_bindable(address, offset + n) for offset in CHANNEL_PORTS))):
-                return n
-        raise LaunchError(f"no free X display between {base} and {base + span - 1}")
-
     @defer.inlineCallbacks
     def _spawn(self, layout: _Layout, prefix: list[str]) -> Any:
+        files = layout.files
         argv = prefix + [
             self._setsid, sys.executable, "-c", TWISTD, "--nodaemon",
-            f"--pidfile={layout.directory}/vma.pid", f"--logfile={layout.directory}/vma.log",
-            "qvd-vma", "--config", layout.conf]
+            f"--pidfile={files.pid}", f"--logfile={files.logfile}",
+            "qvd-vma", "--config", files.conf]
         env = {k: v for k, v in os.environ.items()
                if k.lower() not in ("http_proxy", "https_proxy")}
-        output, null = yield threads.deferToThread(_open_output, layout.directory)
+        output, null = yield threads.deferToThread(_open_output, files.out)
         vm = _SpawnedVM(layout)
         try:
             transport = self.reactor.spawnProcess(
-                vm, argv[0], argv, env=env, path=layout.directory,
+                vm, argv[0], argv, env=env, path=files.directory,
                 childFDs={0: null, 1: output, 2: output})
         finally:
             os.close(output)
@@ -324,24 +262,21 @@ class ProcessHypervisor:
         try:
             yield threads.deferToThread(self._save, layout, transport.pid)
         except psutil.NoSuchProcess:
-            raise LaunchError(f"qvd-vma exited at once; see {layout.directory}/vma.out") from None
+            raise LaunchError(f"qvd-vma exited at once; see {layout.files.out}") from None
         return vm
 
     @staticmethod
     def _save(layout: _Layout, pid: int) -> None:
-        record = Record(int(os.path.basename(layout.directory)), pid,
+        files = layout.files
+        record = Record(int(os.path.basename(files.directory)), pid,
                         psutil.Process(pid).create_time(), layout.address, layout.vma_port,
-                        layout.display, layout.conf, layout.namespace)
-        path = os.path.join(layout.directory, STATE_FILE)
-        with open(path + ".new", "w", encoding="utf-8") as f:
-            json.dump(asdict(record), f)
-        os.replace(path + ".new", path)
+                        layout.display, files.conf, layout.namespace)
+        replace_file(files.state, json.dumps(asdict(record)))
 
     # -- adopt / release -------------------------------------------------------------
     @defer.inlineCallbacks
     def adopt(self, vm_id: int) -> Any:
-        directory = os.path.join(self.config.get("path.storage.process"), str(vm_id))
-        found = yield threads.deferToThread(_find, directory)
+        found = yield threads.deferToThread(_find, self._files(vm_id))
         if found is None:
             return None
         record, process = found
@@ -363,11 +298,14 @@ class ProcessHypervisor:
     def release(self, vm_id: int) -> Any:
         self._displays.pop(vm_id, None)
         self._addresses.pop(vm_id, None)
-        path = os.path.join(self.config.get("path.storage.process"), str(vm_id), STATE_FILE)
-        yield threads.deferToThread(end_session, path)
+        state = self._files(vm_id).state
+        yield threads.deferToThread(end_session, state)
         if netns.enabled(self.config):
             yield self._namespaces.remove(netns.namespace(self.config, vm_id))
-        yield threads.deferToThread(_unlink, path)
+        yield threads.deferToThread(unlink, state)
+
+    def _files(self, vm_id: int) -> VMFiles:
+        return VMFiles.under(self.config.get("path.storage.process"), str(vm_id))
 
 
 def _reap_strays(root: str, keep: set[int]) -> list[int]:
@@ -381,26 +319,57 @@ def _reap_strays(root: str, keep: set[int]) -> list[int]:
     for name in names:
         if not name.isdigit() or int(name) in keep:
             continue
-        directory = os.path.join(root, name)
-        found = _find(directory)
+        files = VMFiles.under(root, name)
+        found = _find(files)
         if found is None:
-            _unlink(os.path.join(directory, STATE_FILE))
+            unlink(files.state)
         else:
             _send(found[1], signal.SIGKILL)
             reaped.append(int(name))
     return reaped
 
 
-def _open_output(directory: str) -> tuple[int, int]:
-    output = os.open(os.path.join(directory, "vma.out"),
-                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+def _prepare(vm_id: int, settings: ProcessSettings, taken: set[int]) -> _Layout:
+    """Directories, ports and vma.conf of one VM (in a thread: file work)."""
+    account = _account(settings.account)
+    files = settings.files
+    for path in (files.directory, settings.homes):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    address = settings.address
+    display = displays.choose(vm_id, None if settings.namespace else address, taken,
+                              settings.display_base, settings.display_span)
+    port = settings.port or displays.free_port(address)
+    overrides = vmaconf.for_process(
+        run=files.run, log=files.log, address=address, port=port, display=display,
+        account=account, home=os.path.join(settings.homes, str(vm_id)))
+    replace_file(files.conf, vmaconf.render(vm_id, settings.passed, overrides))
+    return _Layout(files, address, port, display, settings.namespace)
+
+
+def _account(name: str) -> str:
+    """The session account for the VMA: ours when not root, else a named unprivileged one."""
+    if os.geteuid() != 0:
+        return ""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise LaunchError(
+            f"session account {name!r} (vm.process.account) does not exist:"
+            f" create it (useradd --system {name}) or name another one") from None
+    if entry.pw_uid == 0:
+        raise LaunchError("vm.process.account must not be root")
+    return name
+
+
+def _open_output(path: str) -> tuple[int, int]:
+    output = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     return output, os.open(os.devnull, os.O_RDONLY)
 
 
-def _find(directory: str) -> Optional[tuple[Record, psutil.Process]]:
+def _find(files: VMFiles) -> Optional[tuple[Record, psutil.Process]]:
     """The recorded VMA if that pid still is it (same start, same config, not a zombie)."""
     try:
-        with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as f:
+        with open(files.state, encoding="utf-8") as f:
             record = Record(**json.load(f))
         process = psutil.Process(record.pid)
         same = (abs(process.create_time() - record.create_time) < 0.01
@@ -434,14 +403,14 @@ def end_session(state_file: str) -> None:
             pass
     kill_all(members)
     try:
-        with open(X_LOCK.format(display), encoding="ascii") as f:
+        with open(displays.X_LOCK.format(display), encoding="ascii") as f:
             holder = psutil.Process(int(f.read().strip() or 0))
         if _alive(holder):
             return
     except (OSError, ValueError, psutil.Error):
         pass
-    for path in (X_LOCK.format(display), X_SOCKET.format(display)):
-        _unlink(path)
+    for path in (displays.X_LOCK.format(display), displays.X_SOCKET.format(display)):
+        unlink(path)
 
 
 def kill_all(processes: list[psutil.Process], timeout: float = 5.0) -> None:
@@ -452,15 +421,3 @@ def kill_all(processes: list[psutil.Process], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while any(_alive(p) for p in processes) and time.monotonic() < deadline:
         time.sleep(0.02)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _escape(value: str) -> str:
-    """A value as node.conf syntax reads it back unchanged."""
-    return value.replace("\\", "\\\\").replace("\n", "\\n")

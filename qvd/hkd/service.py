@@ -29,7 +29,8 @@ from qvd.db import hosts, runtimes
 from qvd.hkd import agents
 from qvd.hkd.context import HKDContext
 from qvd.hkd.fleet import Fleet
-from qvd.hkd.hypervisor import check_hypervisor, make_hypervisor
+from qvd.hkd.commands import CommandError
+from qvd.hkd.hypervisor import LaunchError, check_hypervisor, make_hypervisor
 from qvd.hkd.periodic import Periodic
 from qvd.stream.once import Once
 
@@ -91,7 +92,7 @@ class HKDService(MultiService):
         d.addBoth(lambda _: self._booted.fire())
 
     def _boot_failed(self, failure: Failure) -> None:
-        if failure.check(*STARTUP_ERRORS):
+        if failure.check(*STARTUP_ERRORS, LaunchError, CommandError):
             self._fatal(failure.getErrorMessage())
         else:
             self._fatal("start-up failed", failure)
@@ -102,6 +103,7 @@ class HKDService(MultiService):
         ctx = self.ctx = HKDContext(self.config, db, self.reactor, self.host_id,
                                     make_hypervisor(self.config, self.reactor))
         self.fleet = Fleet(ctx)
+        yield ctx.hypervisor.start()
         yield self._set_host_state("starting")
         heartbeat = agents.Heartbeat(ctx, self._fence, self._fatal)
         heartbeat.setServiceParent(self)
@@ -152,12 +154,22 @@ class HKDService(MultiService):
             yield self._note_state("stopping")
         if self.fleet is not None:
             yield self.fleet.stop_all()
+        if self.ctx is not None:
+            yield self._stop_hypervisor(self.ctx)
         yield super().stopService()
         if self.host_state is not None:
             yield self._note_state("stopped")
         if self.ctx is not None:
             self.ctx.close()
         log.info("HKD stopped")
+
+    @defer.inlineCallbacks
+    def _stop_hypervisor(self, ctx: HKDContext) -> Generator[defer.Deferred[Any], Any, None]:
+        try:
+            yield ctx.hypervisor.stop()
+        except Exception as e:
+            log.error("cannot stop the {name} hypervisor: {error}", name=ctx.hypervisor.name,
+                      error=e)
 
     @defer.inlineCallbacks
     def _note_state(self, state: str) -> Generator[defer.Deferred[Any], Any, None]:

@@ -49,10 +49,20 @@ class StartupTests(HKDTestCase):
 
     @inlineCallbacks
     def test_unavailable_hypervisor(self):
-        """QVD 4's default is lxc; this release has the process hypervisor only."""
+        """QVD 4 listed a 'nothing' hypervisor it could not load; this release has three."""
+        _, conf = self.host()
+        self.qa("config set key=vm.hypervisor,value=nothing")
+        result = yield self.twistd(conf)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("vm.hypervisor = 'nothing' is not available in this release"
+                      " (available: kvm, lxc, process)", result.stderr + result.stdout)
+
+    @inlineCallbacks
+    def test_lxc_without_a_qvd_network(self):
+        """QVD 4's default is lxc; it needs vm.network.gateway, which has no default."""
         _, conf = self.host()
         self.qa("config set key=vm.hypervisor,value=lxc")
         result = yield self.twistd(conf)
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn("vm.hypervisor = 'lxc' is not available in this release (available: process)",
+        self.assertIn("qvd-hkd cannot start: vm.network.gateway is not set",
                       result.stderr + result.stdout)
