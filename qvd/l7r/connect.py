@@ -15,13 +15,11 @@ from typing import Any, Generator, Optional
 
 import psutil
 from twisted.internet import defer, task
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.logger import Logger
 
 from qvd.db import DatabaseError, hosts, sessions as session_rows, vms
 from qvd.db.vms import VMRow
-from qvd.http.client import quiet_connect
 from qvd.http.server import Request, SwitchProtocols
 from qvd.http.simplerpc import SimpleRPCClient
 from qvd.l7r.auth import create_token
@@ -30,6 +28,7 @@ from qvd.l7r.sessions import Session
 from qvd.loadbalancer import NoHostAvailable, VMInfo, choose_host
 from qvd.polling import poll_until
 from qvd.reactor import epoch
+from qvd.stream import transport
 from qvd.stream.splice import SpliceEnd
 
 log = Logger()
@@ -295,10 +294,10 @@ class ConnectToVM:
 
         @defer.inlineCallbacks
         def connected() -> Generator[Any, Any, Optional[SpliceEnd]]:
-            endpoint = TCP4ClientEndpoint(self.ctx.reactor, vm.vm_address, vm.x_port,
-                                          timeout=self.seconds("internal.l7r.timeout.vma"))
-            try:
-                return (yield quiet_connect(endpoint, SpliceEnd()))
+            try:  # a transport of ours: it sends at once, like the client's side
+                return (yield transport.connect(self.ctx.reactor, vm.vm_address, vm.x_port,
+                                                SpliceEnd(),
+                                                self.seconds("internal.l7r.timeout.vma")))
             except ConnectionRefusedError as e:
                 refused[:] = [e]
             except (ConnectError, OSError) as e:

@@ -22,7 +22,7 @@ from twisted.internet import defer, reactor
 from qvd.certificates import write_self_signed
 from qvd.daemon import NodeDaemon, prepare
 from qvd.l7r.service import L7RService
-from qvd.l7r.tls import L7RContextFactory
+from qvd.l7r.tls import server_context
 from tests.support.admin import qa
 from tests.support.postgres import drop_database, new_database
 from tests.support.rawclient import WAIT, Malformed, Reply, connect, split_response
@@ -93,7 +93,7 @@ def start_l7r(testcase: Any, node: Node,
     """Start the node's L7R (stopped at cleanup); fires with the node once it listens."""
     config, host_id = prepare(node.conf, "qvd-l7r")
     daemon = NodeDaemon(config, host_id, "qvd-l7r", reactor)
-    service = L7RService(daemon, tls=L7RContextFactory(config) if tls else None)
+    service = L7RService(daemon, tls=server_context(config) if tls else None)
     service.setServiceParent(daemon)
     daemon.startService()
     testcase.addCleanup(daemon.stopService)
