@@ -38,7 +38,9 @@ from typing import Optional
 import psutil
 
 from db_roundtrip import start_cluster
-from harness import ROOT, WAIT, certificate, children, median, percentile, run_children
+from harness import (
+    ROOT, WAIT, certificate, children, median, percentile, pin, run_children,
+)
 
 from qvd.admin.cli import main as qa
 from qvd.config import Config, parse_properties
@@ -88,7 +90,8 @@ def populate(conf: str, users: int, vma_port: int, nx_port: int) -> list[tuple[s
 class L7R:
     """``twistd -n qvd-l7r`` (and its SO_REUSEPORT workers), log in ``directory``."""
 
-    def __init__(self, conf: str, directory: str, processes: int, profile: Optional[str]):
+    def __init__(self, conf: str, directory: str, processes: int, profile: Optional[str] = None,
+                 cpu: Optional[int] = None):
         self.port = free_port()
         path = os.path.join(directory, f"l7r-{processes}.conf")
         with open(conf) as f, open(path, "w") as out:
@@ -100,6 +103,7 @@ class L7R:
         self.process = subprocess.Popen(argv + ["qvd-l7r", "--config", path], cwd=directory,
                                         env=dict(os.environ, PYTHONPATH=ROOT),
                                         stdout=self.log, stderr=subprocess.STDOUT)
+        pin(self.process.pid, cpu)  # before it starts its workers: they inherit it
         deadline = time.monotonic() + WAIT
         while not (port_in_use(self.port) and len(self.tree()) == processes):
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -14,13 +14,13 @@ import string
 from typing import Any, Generator, Optional
 
 import psutil
-from twisted.internet import defer, task
+from twisted.internet import defer, interfaces, task
 from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.logger import Logger
 
 from qvd.db import DatabaseError, hosts, sessions as session_rows, vms
 from qvd.db.vms import VMRow
-from qvd.http.server import Request, SwitchProtocols
+from qvd.http.server import Channel, Request, SwitchProtocols
 from qvd.http.simplerpc import SimpleRPCClient
 from qvd.l7r.auth import create_token
 from qvd.l7r.errors import HTTPError, Unavailable
@@ -41,6 +41,42 @@ def slave_key() -> str:
     return "".join(secrets.choice(SLAVE_KEY_CHARS) for _ in range(64))
 
 
+class Progress:
+    """The ``102`` ``X-QVD-VM-Info`` lines of one connect: each step's text when it
+    starts, and the last one again whenever ``interval`` seconds pass without a line.
+
+    QVD's C client (libqvdclient) waits for the answer with a ``select`` whose
+    descriptor set it never re-arms: after one second without data it stops
+    reading the socket for good, so a later answer (a 503 after a slow VM start)
+    would never reach it.  QVD 4 repeated its waiting line every 2 s.
+    """
+
+    def __init__(self, channel: Channel, clock: interfaces.IReactorTime, interval: float):
+        self.channel = channel
+        self.clock = clock
+        self.interval = interval
+        self.text: Optional[str] = None
+        self._timer: Optional[interfaces.IDelayedCall] = None
+
+    def say(self, text: str) -> None:
+        self.text = text
+        self.channel.processing([("X-QVD-VM-Info", text)])
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.interval)
+        else:
+            self._timer = self.clock.callLater(self.interval, self._again)
+
+    def _again(self) -> None:
+        self._timer = None
+        if self.text is not None and self.channel.connected:
+            self.say(self.text)
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+
 class ConnectToVM:
     """One connect_to_vm request; ``run`` fires with the 101 or an error response.
 
@@ -54,9 +90,11 @@ class ConnectToVM:
         self.request = request
         self.session: Optional[Session] = None
         self.vm_end: Optional[SpliceEnd] = None
+        self.progress = Progress(request.channel, ctx.reactor,
+                                 self.config.get_float("l7r.progress.interval"))
 
     def info(self, text: str) -> None:
-        self.request.channel.processing([("X-QVD-VM-Info", text)])
+        self.progress.say(text)
 
     def seconds(self, key: str) -> float:
         return self.config.get_float(key)
@@ -99,6 +137,8 @@ class ConnectToVM:
             yield self.give_up()
             log.failure("connect_to_vm {vm_id} failed", vm_id=vm_id)
             raise Unavailable(str(e) or type(e).__name__) from e
+        finally:
+            self.progress.stop()
         return result
 
     def client_params(self) -> dict[str, str]:
