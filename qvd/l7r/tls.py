@@ -76,6 +76,8 @@ def server_context(config: Config) -> ssl.SSLContext:
     context.minimum_version = minimum_version(config.get("l7r.options.SSL_version"))
     # compression is off by default; renegotiation only costs us (and is an attack surface)
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    # a TCP end without a close_notify is a loss, not a close (Python sets the opposite)
+    context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
     cert, key = _material(config, "cert"), _material(config, "key")
     directory = tempfile.mkdtemp(prefix="qvd-l7r-tls-")  # mode 0700: the key stays ours
     try:

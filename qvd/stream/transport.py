@@ -679,7 +679,10 @@ class _Connecting:
         return "connecting"
 
     def connectionLost(self, reason: Failure) -> None:
-        self._fail(error.ConnectionLost(reason.getErrorMessage()))
+        """The reactor saw an error or hang-up (a refused connect shows as both)."""
+        code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self._fail(error.getConnectError((code, os.strerror(code))) if code
+                   else error.ConnectionLost(reason.getErrorMessage()))
 
     def doWrite(self) -> None:
         self.reactor.removeWriter(self)

@@ -56,6 +56,14 @@ class Answer:
     stream: Optional[ssl.SSLSocket] = None  # after a 101, when asked to keep it
 
 
+def strict_context(cafile: str) -> ssl.SSLContext:
+    """A client context that tells a ``close_notify`` (recv gives b"") from a TCP end
+    without one (``SSLEOFError``): OpenSSL does, Python's defaults hide it."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    return context
+
+
 def request(vm_id: int, credentials: str, geometry: str = "800x600") -> bytes:
     """The request as ``_qvd_switch_protocols`` formats it (its defaults but the size)."""
     digest = base64.b64encode(credentials.encode()).decode()
@@ -70,7 +78,7 @@ def connect_to_vm(port: int, cafile: str, vm_id: int, credentials: str,
     """One ``connect_to_vm`` as the C client waits for it; ``limit`` stands in for its
     600 s (a client still waiting then is ``hung``).  With ``keep``, an upgraded
     stream is handed over open (``Answer.stream``) instead of closed."""
-    context = ssl.create_default_context(cafile=cafile)
+    context = strict_context(cafile)
     raw = socket.create_connection(("127.0.0.1", port), timeout=limit)
     sock = context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
     try:
