@@ -121,7 +121,6 @@ class ConnectToVM:
         vm = yield checks.vm(vm_id, auth)
         if vm.blocked:
             raise HTTPError(403, "The requested virtual machine is offline for maintenance")
-        yield vms.set_real_user(self.db, vm_id, auth.user_id)
         key = slave_key()
         try:
             result = yield self.connect(vm, auth, client_params, key)
@@ -162,11 +161,10 @@ class ConnectToVM:
     @defer.inlineCallbacks
     def connect(self, vm: VMRow, auth: Any, client_params: dict[str, str],
                 key: str) -> Generator[Any, Any, SwitchProtocols]:
-        yield self.take_over(vm.id)
+        vm = yield self.take_over(vm.id, auth.user_id)
         # the VMA's token: this VM only, gone with the session (``SessionRegistry.release``)
         _, token = yield create_token(self.db, auth, vm_id=vm.id)
         self.session.token = token
-        vm = yield self.reread(vm.id)
         host_id = vm.host_id
         if host_id is None:
             host_id = yield self.assign_host(vm)
@@ -187,19 +185,24 @@ class ConnectToVM:
         return vm
 
     # step 9
-    def take_over(self, vm_id: int) -> defer.Deferred[bool]:
+    def take_over(self, vm_id: int, user_id: int) -> defer.Deferred[VMRow]:
+        """The VM's session for ``user_id`` (its real user from now on), once every other
+        holder is aborted; fires with the VM as the claim left it."""
         sessions = self.ctx.sessions
 
         @defer.inlineCallbacks
-        def acquire() -> Generator[Any, Any, Optional[bool]]:
+        def acquire() -> Generator[Any, Any, Optional[VMRow]]:
             while True:
-                holder = yield session_rows.acquire_session(
-                    self.db, vm_id, self.host_id, sessions.pid, epoch())
+                claim = yield session_rows.acquire_session(
+                    self.db, vm_id, user_id, self.host_id, sessions.pid, epoch())
+                if claim is None:
+                    raise Unavailable(f"VM {vm_id} was deleted")
+                holder = claim.holder
                 if holder is None:
                     self.session = Session(vm_id, self.request.channel)
                     sessions.add(self.session)
                     self.info(f"Session acquired for VM_ID: {vm_id}")
-                    return True
+                    return claim.vm
                 if holder.host_id == self.host_id and (holder.pid is None or (
                         holder.pid != sessions.pid and not psutil.pid_exists(holder.pid))):
                     yield sessions.forget(vm_id, holder.pid)
@@ -237,8 +240,10 @@ class ConnectToVM:
     # step 12
     @defer.inlineCallbacks
     def start_vm(self, vm: VMRow, host_id: int) -> Generator[Any, Any, VMRow]:
-        """``vm`` as read after the take-over (a host assignment needs it stopped)."""
+        """``vm`` as the take-over left it (a host assignment needs it stopped)."""
         vm_id = vm.id
+        if vm.vm_state == "running":
+            return vm
         if vm.vm_state == "stopped":
             self.info("Starting virtual machine")
             yield vms.request_vm_start(self.db, vm_id, host_id)
@@ -326,10 +331,14 @@ class ConnectToVM:
         the port, so a refused connect is retried every ``poll_time.x`` for up to
         ``timeout.x_start`` seconds (QVD 4 VMAs report ``listening`` just as early)."""
         self.info(f"Connecting X session for VM_ID: {vm.id}")
-        yield hosts.count(self.db, self.host_id, "nx_attempts")
         refused: list[Exception] = []
 
         def unable(e: Exception) -> Unavailable:
+            # the attempt counts, though no session came of it (``mark_connected`` counts
+            # the attempts that reached the port)
+            hosts.count(self.db, self.host_id, "nx_attempts").addErrback(
+                lambda f: log.warn("cannot count an NX attempt: {error}",
+                                   error=f.getErrorMessage()))
             return Unavailable(f"Unable to connect to X server  on VM VM_ID: {vm.id}: {e}")
 
         @defer.inlineCallbacks
@@ -347,7 +356,6 @@ class ConnectToVM:
 
         self.vm_end = yield self.poll("internal.l7r.timeout.x_start", "internal.l7r.poll_time.x",
                                       connected, lambda: unable(refused[0]))
-        yield hosts.count(self.db, self.host_id, "nx_ok")
         outcome = yield session_rows.mark_connected(
             self.db, vm.id, self.host_id, self.ctx.sessions.pid, epoch())
         if outcome == "aborted":
