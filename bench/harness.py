@@ -59,6 +59,19 @@ def pin(pid: int, cpu: Optional[int]) -> None:
         os.sched_setaffinity(pid, {cpu})
 
 
+def pin_cluster(datadir: str, cpu: Optional[int]) -> None:
+    """Keep a PostgreSQL server (its postmaster, the backends it has and will fork) on
+    ``cpu``."""
+    if cpu is None:
+        return
+    import psutil
+
+    with open(os.path.join(datadir, "postmaster.pid")) as f:
+        postmaster = psutil.Process(int(f.readline()))
+    for process in [postmaster, *postmaster.children(recursive=True)]:
+        pin(process.pid, cpu)
+
+
 def raise_fd_limit(wanted: int = 65536) -> None:
     """Room for tens of thousands of sockets (root may raise the hard limit too)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -377,10 +390,11 @@ def report_threads(run: Callable[[Any], tuple[list[float], int]], items: list[An
                       "failures": sum(f for _, f in results)}), flush=True)
 
 
-def run_children(specs: list[tuple[Any, ...]]) -> tuple[list[float], int, float]:
-    """Start client processes (``ready``), say ``go`` to all, and gather what they
-    report: (latencies, failures, seconds from go to the last report)."""
-    with children(*specs) as clients:
+def run_children(specs: list[tuple[Any, ...]],
+                 cpu: Optional[int] = None) -> tuple[list[float], int, float]:
+    """Start client processes (``ready``, on ``cpu`` if given), say ``go`` to all, and
+    gather what they report: (latencies, failures, seconds from go to the last report)."""
+    with children(*specs, cpu=cpu) as clients:
         started = time.perf_counter()
         for client in clients:
             client.process.stdin.write("go\n")
