@@ -9,8 +9,6 @@ by this process (see ``sessions``).  Errors from the access check on are
 
 from __future__ import annotations
 
-import secrets
-import string
 from typing import Any, Generator, Optional
 
 import psutil
@@ -23,6 +21,7 @@ from qvd.db.vms import VMRow
 from qvd.http.server import Channel, Request, SwitchProtocols
 from qvd.http.simplerpc import SimpleRPCClient
 from qvd.l7r.auth import create_token
+from qvd.l7r.auth.tokens import random_text
 from qvd.l7r.errors import HTTPError, Unavailable
 from qvd.l7r.sessions import Session
 from qvd.loadbalancer import NoHostAvailable, VMInfo, choose_host
@@ -34,11 +33,11 @@ from qvd.stream.splice import SpliceEnd
 log = Logger()
 
 CLIENT_PREFIXES = ("qvd.client.", "custom.")
-SLAVE_KEY_CHARS = string.ascii_letters + string.digits
 
 
 def slave_key() -> str:
-    return "".join(secrets.choice(SLAVE_KEY_CHARS) for _ in range(64))
+    """64 letters and digits, as QVD 4's."""
+    return random_text(64)
 
 
 class Progress:
