@@ -2,15 +2,22 @@
 clients (the stdlib's, in threads): a write is a TLS record of its own, writes made during
 the handshake arrive, a close is a ``close_notify`` and an abort is not, the peer's
 ``close_notify`` is a half-close, a TCP end without one is a loss, a refused handshake
-ends quietly; the splice's own tests run again on these transports (backpressure,
-half-close); ``connect`` fails as Twisted's endpoints do."""
+ends quietly, client certificates are checked against the CA and its CRL; the splice's
+own tests run again on these transports (backpressure, half-close); ``connect`` fails as
+Twisted's endpoints do."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import ssl
 from typing import Any, Generator, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from twisted.internet import defer, error, protocol, reactor, threads
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -220,3 +227,86 @@ class ConnectTests(unittest.TestCase):
         end = yield transport.connect(reactor, "localhost", listening.getHost().port, SpliceEnd())
         self.assertEqual(end.transport.getPeer().port, listening.getHost().port)
         end.transport.abortConnection()
+
+
+
+def issue(directory: str, name: str, issuer: Optional[tuple[Any, Any]] = None) -> tuple[Any, Any]:
+    """(certificate, key) called ``name``, written to ``<name>.pem`` and ``<name>-key.pem``,
+    signed by ``issuer`` (a CA of its own when None)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    signer, signer_key = issuer if issuer else (None, key)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject)
+            .issuer_name(signer.subject if signer else subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None),
+                           critical=True)
+            .sign(signer_key, hashes.SHA256()))
+    with open(os.path.join(directory, f"{name}.pem"), "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(os.path.join(directory, f"{name}-key.pem"), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert, key
+
+
+def revoke(path: str, ca: tuple[Any, Any], *certs: Any) -> None:
+    """A CRL of ``ca`` revoking ``certs``, written to ``path``."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca[0].subject)
+           .last_update(now - datetime.timedelta(minutes=5))
+           .next_update(now + datetime.timedelta(days=1)))
+    for cert in certs:
+        crl = crl.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+            .revocation_date(now - datetime.timedelta(minutes=1)).build())
+    with open(path, "wb") as f:
+        f.write(crl.sign(ca[1], hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+
+class ClientCertificateTests(unittest.TestCase):
+    """``l7r.client.cert.require`` with a CA and its CRL: a certificate the CA signed gets
+    in; a revoked one, another CA's or none does not get a byte through."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.directory = directory = scratch_dir(self)
+        self.cert, key = self_signed(directory)
+        ca = issue(directory, "ca")
+        issue(directory, "alice", ca)
+        revoke(os.path.join(directory, "crl.pem"), ca, issue(directory, "mallory", ca)[0])
+        issue(directory, "stranger")
+        conf = tls_conf(self.cert, key) + (
+            "l7r.client.cert.require = 1\n"
+            f"path.l7r.ssl.ca = {directory}/ca.pem\npath.l7r.ssl.crl = {directory}/crl.pem\n")
+        self.servers = Servers(greeting=(b"welcome",))
+        self.port = listen(reactor, "127.0.0.1", 0, self.servers,
+                           server_context(Config(parse_properties(conf))))
+        self.addCleanup(self.port.stopListening)
+
+    def client_as(self, name: Optional[str]) -> defer.Deferred[bytes]:
+        """Connect with ``name``'s certificate (None: none), say hello, read the answer."""
+        context = strict_context(self.cert)
+        if name is not None:
+            context.load_cert_chain(os.path.join(self.directory, f"{name}.pem"),
+                                    os.path.join(self.directory, f"{name}-key.pem"))
+
+        def talk() -> bytes:
+            raw = socket.create_connection(("127.0.0.1", self.port.getHost().port), timeout=10)
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(b"hello")
+                return sock.recv(100)
+
+        return threads.deferToThread(talk)
+
+    @defer.inlineCallbacks
+    def test_only_a_valid_client_certificate_gets_in(self) -> Generator[Any, Any, None]:
+        self.assertEqual((yield self.client_as("alice")), b"welcome")
+        for name in ("mallory", "stranger", None):  # the alert, or the reset after it
+            yield self.assertFailure(self.client_as(name), ssl.SSLError, ConnectionResetError)
+        self.assertEqual([server.received for server in self.servers.made],
+                         [b"hello", b"", b"", b""])
