@@ -12,6 +12,7 @@ import datetime
 import os
 import socket
 import ssl
+import tempfile
 from typing import Any, Generator, Optional
 
 from cryptography import x509
@@ -185,6 +186,19 @@ class TLSTransportTests(unittest.TestCase):
         (reason,) = yield servers.made[0].lost
         self.assertTrue(reason.check(error.ConnectionLost), reason)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class MaterialFromTheDatabaseTests(unittest.TestCase):
+    def test_certificate_and_key_from_ssl_configs(self) -> None:
+        """``qa config ssl`` material: loaded through a private directory removed at once."""
+        cert, key = self_signed(scratch_dir(self))
+        config = Config(parse_properties("path.l7r.ssl.cert = /nonexistent\n"))
+        with open(cert) as c, open(key) as k:
+            config.replace_db_rows([], [("l7r.ssl.cert", c.read()), ("l7r.ssl.key", k.read())])
+        before = set(os.listdir(tempfile.gettempdir()))
+        context = server_context(config)
+        self.assertEqual(set(os.listdir(tempfile.gettempdir())) - before, set())
+        self.assertEqual(context.minimum_version, ssl.TLSVersion.TLSv1_2)
 
 
 class OurTransportsSpliceTests(test_splice.SpliceTests):
