@@ -566,27 +566,41 @@ def fakes_role() -> None:
     reactor.run()
 
 
-def holder_role(port: str, cafile: str, sessions: str, parallel: str) -> None:
+def holder_role(port: str, cafile: str, sessions: str, parallel: str, vms: str = "") -> None:
     """Open ``sessions`` TLS echo sessions (``parallel`` handshakes at a time), check each
-    with one 64-byte echo, say ``held N``, keep them open until stdin closes."""
+    with one 64-byte echo, say ``held N``, keep them open until stdin closes.  With
+    ``vms`` (a file of ``login vm_id`` lines, one per session) each session is a real
+    L7R session first: Basic auth, ``connect_to_vm`` to its 101, then the echo."""
     raise_fd_limit()
+    turns = [line.split() for line in open(vms)] if vms else []
+
+    async def upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      login: str, vm_id: str) -> None:
+        writer.write(f"GET /qvd/connect_to_vm?id={vm_id} HTTP/1.1\r\n{basic(login, 'p')}\r\n"
+                     "Connection: Upgrade\r\nUpgrade: QVD/1.0\r\n\r\n".encode("ascii"))
+        while (status := int((await reader.readuntil(b"\r\n\r\n")).split()[1])) == 102:
+            pass
+        if status != 101:
+            raise RuntimeError(f"connect_to_vm answered {status}")
 
     async def hold() -> None:
         context = client_context(cafile)
         gate = asyncio.Semaphore(int(parallel))
         payload = os.urandom(64)
 
-        async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async def one(n: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             async with gate:
                 reader, writer = await asyncio.open_connection(
                     "127.0.0.1", int(port), ssl=context, server_hostname="localhost")
+                if turns:
+                    await upgrade(reader, writer, *turns[n])
                 writer.write(command(b"E", 0) + payload)
                 if await reader.readexactly(64) != payload:
                     raise RuntimeError("echo mismatch")
                 return reader, writer
 
         print("ready 0", flush=True)
-        held = await asyncio.gather(*(one() for _ in range(int(sessions))))
+        held = await asyncio.gather(*(one(n) for n in range(int(sessions))))
         print(f"held {len(held)}", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         for _, writer in held:

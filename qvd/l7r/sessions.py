@@ -33,6 +33,8 @@ log = Logger()
 class Session:
     """One client's claim on a VM, from ``connecting`` to the end of its splice."""
 
+    __slots__ = ("vm_id", "aborted", "released", "spliced_at", "token", "_client", "_close_vm")
+
     def __init__(self, vm_id: int, client: Channel):
         self.vm_id = vm_id
         self.aborted = False
