@@ -116,8 +116,9 @@ class L7R:
         main = psutil.Process(self.process.pid)
         return [main] + [p for p in main.children(recursive=True) if "qvd-l7r" in p.cmdline()]
 
-    def cpu_seconds(self) -> float:
-        return sum(sum(p.cpu_times()[:2]) for p in self.tree())
+    def cpu_seconds(self) -> list[float]:
+        """CPU seconds of each process, the first one first."""
+        return [sum(p.cpu_times()[:2]) for p in self.tree()]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -143,14 +144,15 @@ def measure(l7r: L7R, cert: str, mode: str, processes: int, pairs: list[tuple[st
     """One row; the clients on ``cpu`` (None: anywhere)."""
     run_clients(l7r.port, cert, mode, pairs, 3, cpu)  # warm-up: connections, caches
     count = max(1, connects // len(pairs))
-    cpu_seconds, machine = l7r.cpu_seconds(), busy_seconds()
+    cpu_before, machine = l7r.cpu_seconds(), busy_seconds()
     times, failures, elapsed = run_clients(l7r.port, cert, mode, pairs, count, cpu)
-    cpu_seconds = l7r.cpu_seconds() - cpu_seconds
+    spent = [after - before for before, after in zip(cpu_before, l7r.cpu_seconds())]
     machine = (busy_seconds() - machine) / elapsed * 100
+    shares = " + ".join(f"{s / elapsed * 100:.0f}" for s in spent)
     print(f"| {mode} | {processes} | {len(pairs)} | {len(times):,} | {failures} |"
           f" {len(times) / elapsed:,.0f} | {median(times) * 1e3:.1f} |"
-          f" {percentile(times, 0.99) * 1e3:.1f} | {cpu_seconds / elapsed * 100:.0f} |"
-          f" {cpu_seconds / max(1, len(times)) * 1e3:.2f} | {machine:.0f} |", flush=True)
+          f" {percentile(times, 0.99) * 1e3:.1f} | {shares} |"
+          f" {sum(spent) / max(1, len(times)) * 1e3:.2f} | {machine:.0f} |", flush=True)
 
 
 def busy_seconds() -> float:
