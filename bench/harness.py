@@ -257,17 +257,22 @@ def download(opener: Opener, size: int) -> float:
         return size / (time.perf_counter() - started) / 1e6
 
 
-def round_trips(opener: Opener, count: int, size: int = 64) -> list[float]:
-    """Seconds of each of ``count`` sequential ``size``-byte echoes on one stream."""
+def echo_stream(opener: Opener) -> socket.socket:
+    """A new stream whose backend echoes everything."""
+    sock = opener()
+    sock.sendall(command(b"E", 0))
+    return sock
+
+
+def round_trips(sock: socket.socket, count: int, size: int = 64) -> list[float]:
+    """Seconds of each of ``count`` sequential ``size``-byte echoes on an echo stream."""
     payload, buffer = os.urandom(size), memoryview(bytearray(size))
     times = []
-    with opener() as sock:
-        sock.sendall(command(b"E", 0))
-        for _ in range(count):
-            started = time.perf_counter()
-            sock.sendall(payload)
-            read_exactly(sock, size, buffer)
-            times.append(time.perf_counter() - started)
+    for _ in range(count):
+        started = time.perf_counter()
+        sock.sendall(payload)
+        read_exactly(sock, size, buffer)
+        times.append(time.perf_counter() - started)
     return times
 
 

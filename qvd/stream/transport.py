@@ -417,7 +417,7 @@ class TLSTransport(_SocketTransport):
         sock, data, more, total, end = self.socket, b"", None, 0, None
         while True:
             try:
-                chunk = sock.recv(RECORD)
+                chunk = sock.read(RECORD)  # one record at most
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLWantWriteError:  # OpenSSL must send before it reads on
@@ -442,8 +442,10 @@ class TLSTransport(_SocketTransport):
                 more.append(chunk)
             else:
                 data = chunk
-            total += len(chunk)
-            if (len(chunk) < RECORD or total >= READ_LIMIT) and not sock.pending():
+            if len(chunk) < RECORD:  # the record is all read: OpenSSL holds nothing more
+                break
+            total += RECORD
+            if total >= READ_LIMIT and not sock.pending():
                 break
         if more is not None:
             data = b"".join(more)
@@ -476,7 +478,7 @@ class TLSTransport(_SocketTransport):
             self._queued += len(data)
             return
         try:
-            self.socket.send(data)  # all of it, or an exception (no partial writes)
+            self.socket.write(data)  # all of it, or an exception (no partial writes)
         except ssl.SSLWantWriteError:
             self._enqueue(data)
         except ssl.SSLWantReadError:
@@ -500,7 +502,7 @@ class TLSTransport(_SocketTransport):
         queue = self._queue
         while queue:
             try:
-                self.socket.send(queue[0])  # the very bytes OpenSSL saw last time
+                self.socket.write(queue[0])  # the very bytes OpenSSL saw last time
             except ssl.SSLWantWriteError:
                 return
             except ssl.SSLWantReadError:  # OpenSSL must read first (paused or not)
