@@ -11,7 +11,6 @@ watching its socket after 1 s without data, so the L7R repeats its progress line
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import subprocess
@@ -23,9 +22,7 @@ from twisted.trial import unittest
 
 from tests.support import x11
 from tests.support.cclient import Answer, connect_to_vm, relay
-from tests.support.l7r import (
-    Node, apply_fixture, make_node, self_signed, start_l7r, tls_conf,
-)
+from tests.support.l7r import start_tls_fixture
 from tests.support.paths import scratch_dir
 from tests.support.vma import make_settings, start_vma
 from tests.support.waiting import poll, poll_blocking
@@ -44,12 +41,7 @@ class CClientTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Generator[Any, Any, None]:
-        node = make_node(self, self.conf, register=False)
-        self.cert, key = self_signed(os.path.dirname(node.conf))
-        with open(node.conf, "a") as f:
-            f.write("l7r.use_ssl = 1\n" + tls_conf(self.cert, key))
-        apply_fixture(node)
-        self.node: Node = yield start_l7r(self, node, tls=True)
+        self.node, self.cert = yield start_tls_fixture(self, self.conf)
 
     def connect(self, vm_id: int, **kwargs: Any) -> defer.Deferred[Answer]:
         return threads.deferToThread(connect_to_vm, self.node.port, self.cert, vm_id, ALICE,

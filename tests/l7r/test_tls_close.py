@@ -9,83 +9,49 @@ port (the test's own TCP peer), since nxagent cannot be told to half-close on cu
 
 from __future__ import annotations
 
-import os
 import ssl
 from typing import Any, Generator
 
 from twisted.internet import defer, protocol, reactor, threads
-from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.trial import unittest
-from zope.interface import implementer
 
 from qvd.http.server import QVDHTTPServerFactory
 from qvd.http.simplerpc import SimpleRPCHandler
-from tests.support.cclient import connect_to_vm
-from tests.support.l7r import Node, apply_fixture, make_node, self_signed, start_l7r, tls_conf
+from tests.l7r.test_splice import Peer
+from tests.support.cclient import connect_to_vm, read_to_end
+from tests.support.l7r import start_tls_fixture
 from tests.support.waiting import poll
 
 ALICE = "alice:s3cret"
-
-
-@implementer(IHalfCloseableProtocol)
-class NXPeer(protocol.Protocol):
-    """The FAKE NX port's end of one session: what it reads, and when it is closed."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.eof: defer.Deferred[None] = defer.Deferred()
-        self.closed: defer.Deferred[None] = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def readConnectionLost(self) -> None:
-        self.eof.callback(None)
-        self.transport.loseConnection()  # as nxagent does
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Any = None) -> None:
-        if not self.eof.called:
-            self.eof.callback(None)
-        self.closed.callback(None)
 
 
 class NXPort(protocol.Factory):
     """Hands each session's peer to whoever waits for the next one."""
 
     def __init__(self) -> None:
-        self.waiting: list[defer.Deferred[NXPeer]] = []
-        self.peers: list[NXPeer] = []
+        self.waiting: list[defer.Deferred[Peer]] = []
+        self.peers: list[Peer] = []
 
-    def buildProtocol(self, addr: Any) -> NXPeer:
-        peer = NXPeer()
+    def buildProtocol(self, addr: Any) -> Peer:
+        peer = Peer(close_on_eof=True)
         self.peers.append(peer)
         if self.waiting:
             self.waiting.pop(0).callback(peer)
         return peer
 
-    def next_peer(self) -> defer.Deferred[NXPeer]:
-        d: defer.Deferred[NXPeer] = defer.Deferred()
+    def next_peer(self) -> defer.Deferred[Peer]:
+        d: defer.Deferred[Peer] = defer.Deferred()
         self.waiting.append(d)
         return d
 
 
-def read_to_end(stream: ssl.SSLSocket) -> tuple[bytes, str]:
-    """Everything the L7R sends, and how the stream ended: ``close_notify``, ``no
-    close_notify`` (a TCP end under the TLS stream) or ``reset``."""
-    data = b""
+def received(stream: ssl.SSLSocket) -> tuple[bytes, str]:
+    """Everything the L7R sends, and how the stream ended (``read_to_end``)."""
     try:
-        while chunk := stream.recv(65536):
-            data += chunk
-        return data, "close_notify"
-    except ssl.SSLEOFError:
-        return data, "no close_notify"
-    except OSError:
-        return data, "reset"
+        records, ending = read_to_end(stream)
     finally:
         stream.close()
+    return b"".join(records), ending
 
 
 class TLSCloseTests(unittest.TestCase):
@@ -94,12 +60,7 @@ class TLSCloseTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self) -> Generator[Any, Any, None]:
-        node = make_node(self, self.conf, register=False)
-        self.cert, key = self_signed(os.path.dirname(node.conf))
-        with open(node.conf, "a") as f:
-            f.write("l7r.use_ssl = 1\n" + tls_conf(self.cert, key))
-        apply_fixture(node)
-        self.node: Node = yield start_l7r(self, node, tls=True)
+        self.node, self.cert = yield start_tls_fixture(self, self.conf)
         vma = SimpleRPCHandler({"x_start": lambda params: "starting",
                                 "x_state": lambda params: "listening"})
         vma_port = reactor.listenTCP(0, QVDHTTPServerFactory(vma, reactor), interface="127.0.0.1")
@@ -118,7 +79,7 @@ class TLSCloseTests(unittest.TestCase):
                 peer.transport.abortConnection()
 
     @defer.inlineCallbacks
-    def session(self) -> Generator[Any, Any, tuple[ssl.SSLSocket, NXPeer]]:
+    def session(self) -> Generator[Any, Any, tuple[ssl.SSLSocket, Peer]]:
         """A client's upgraded TLS stream and the NX peer it is spliced to."""
         peer = self.nx.next_peer()
         answer = yield threads.deferToThread(connect_to_vm, self.node.port, self.cert, 10000,
@@ -129,7 +90,7 @@ class TLSCloseTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_the_vm_closing_is_a_tls_close_for_the_client(self) -> Generator[Any, Any, None]:
         stream, peer = yield self.session()
-        ending = threads.deferToThread(read_to_end, stream)
+        ending = threads.deferToThread(received, stream)
         peer.transport.write(b"bye " * 50000)
         peer.transport.loseConnection()
         self.assertEqual((yield ending), (b"bye " * 50000, "close_notify"))
@@ -139,7 +100,7 @@ class TLSCloseTests(unittest.TestCase):
         """The VM stops sending: the client gets all of it, then a TLS close (never a TCP
         FIN under its TLS stream); the VM's socket is closed after it."""
         stream, peer = yield self.session()
-        ending = threads.deferToThread(read_to_end, stream)
+        ending = threads.deferToThread(received, stream)
         peer.transport.write(b"last words " * 20000)
         peer.transport.loseWriteConnection()
         self.assertEqual((yield ending), (b"last words " * 20000, "close_notify"))
@@ -150,7 +111,7 @@ class TLSCloseTests(unittest.TestCase):
         """A second client takes the VM: the first one's stream ends with a TLS close
         (which qvd-client tells from a lost connection), the second gets the VM."""
         first, first_peer = yield self.session()
-        ending = threads.deferToThread(read_to_end, first)
+        ending = threads.deferToThread(received, first)
         second, _ = yield self.session()
         self.addCleanup(second.close)
         self.assertEqual((yield ending), (b"", "close_notify"))

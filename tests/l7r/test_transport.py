@@ -32,7 +32,7 @@ from qvd.l7r.tls import server_context
 from qvd.stream import transport
 from qvd.stream.splice import SpliceEnd
 from tests.l7r import test_splice
-from tests.support.cclient import strict_context
+from tests.support.cclient import read_to_end, strict_context
 from tests.support.l7r import self_signed, tls_conf
 from tests.support.paths import scratch_dir
 from tests.support.waiting import poll
@@ -74,19 +74,6 @@ class Servers(protocol.Factory):
         server = Server(self.greeting)
         self.made.append(server)
         return server
-
-
-def read_to_end(client: ssl.SSLSocket) -> tuple[list[bytes], str]:
-    """Every read (one TLS record each) until the end, and how it ended."""
-    reads = []
-    try:
-        while chunk := client.recv(65536):
-            reads.append(chunk)
-        return reads, "close_notify"
-    except ssl.SSLEOFError:
-        return reads, "no close_notify"
-    except OSError:
-        return reads, "reset"
 
 
 class TLSTransportTests(unittest.TestCase):

@@ -112,6 +112,20 @@ def relay(stream: ssl.SSLSocket, local: socket.socket, stop: threading.Event) ->
         local.close()
 
 
+def read_to_end(stream: ssl.SSLSocket) -> tuple[list[bytes], str]:
+    """Every read (one TLS record each) until the end, and how the stream ended:
+    ``close_notify``, ``no close_notify`` (a TCP end under the TLS stream) or ``reset``."""
+    reads = []
+    try:
+        while chunk := stream.recv(65536):
+            reads.append(chunk)
+        return reads, "close_notify"
+    except ssl.SSLEOFError:
+        return reads, "no close_notify"
+    except OSError:
+        return reads, "reset"
+
+
 def _switch_protocols(sock: ssl.SSLSocket, deadline: float) -> Answer:
     answer = Answer("hung")
     watched: list[socket.socket] = [sock]

@@ -103,6 +103,18 @@ def start_l7r(testcase: Any, node: Node,
     return node
 
 
+@defer.inlineCallbacks
+def start_tls_fixture(testcase: Any, extra_conf: str = "") -> Generator[Any, Any, tuple[Node, str]]:
+    """An L7R serving TLS on the fixture of ``protocols/l7r-http.md``: (node, the
+    certificate path for clients to verify it with)."""
+    node = make_node(testcase, extra_conf, register=False)
+    cert, key = self_signed(os.path.dirname(node.conf))
+    with open(node.conf, "a") as f:
+        f.write("l7r.use_ssl = 1\n" + tls_conf(cert, key))
+    apply_fixture(node)
+    return (yield start_l7r(testcase, node, tls=True)), cert
+
+
 # -- TLS ---------------------------------------------------------------------------------------
 def self_signed(directory: str, key_mode: int = 0o600) -> tuple[str, str]:
     """(cert path, key path) of a fresh self-signed certificate for localhost/127.0.0.1."""
