@@ -38,7 +38,10 @@ from typing import Optional
 import psutil
 
 from db_roundtrip import start_cluster
-from harness import ROOT, WAIT, certificate, children, median, percentile, run_children
+from harness import (
+    LOAD_CPU, PROXY_CPU, ROOT, WAIT, certificate, children, median, percentile, pin, pin_cluster,
+    run_children,
+)
 
 from qvd.admin.cli import main as qa
 from qvd.config import Config, parse_properties
@@ -76,7 +79,7 @@ def populate(conf: str, users: int, vma_port: int, nx_port: int) -> list[tuple[s
             if qa(["-c", conf] + line.split(), devnull) != 0:
                 raise RuntimeError(f"qa {line} failed")
     host_id = sql(conf, "SELECT id FROM hosts WHERE name = 'bench-node'")[0][0]
-    sql(conf, "UPDATE host_runtimes SET state = 'running'")
+    sql(conf, "UPDATE host_runtimes SET state = 'running', ok_ts = now()")
     sql(conf, "UPDATE vm_runtimes SET vm_state = 'running', host_id = %s,"
               " vm_address = '127.0.0.1', vm_vma_port = %s, vm_x_port = %s",
         (host_id, vma_port, nx_port))
@@ -88,7 +91,8 @@ def populate(conf: str, users: int, vma_port: int, nx_port: int) -> list[tuple[s
 class L7R:
     """``twistd -n qvd-l7r`` (and its SO_REUSEPORT workers), log in ``directory``."""
 
-    def __init__(self, conf: str, directory: str, processes: int, profile: Optional[str]):
+    def __init__(self, conf: str, directory: str, processes: int, profile: Optional[str] = None,
+                 cpu: Optional[int] = None):
         self.port = free_port()
         path = os.path.join(directory, f"l7r-{processes}.conf")
         with open(conf) as f, open(path, "w") as out:
@@ -100,6 +104,7 @@ class L7R:
         self.process = subprocess.Popen(argv + ["qvd-l7r", "--config", path], cwd=directory,
                                         env=dict(os.environ, PYTHONPATH=ROOT),
                                         stdout=self.log, stderr=subprocess.STDOUT)
+        pin(self.process.pid, cpu)  # before it starts its workers: they inherit it
         deadline = time.monotonic() + WAIT
         while not (port_in_use(self.port) and len(self.tree()) == processes):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -111,8 +116,9 @@ class L7R:
         main = psutil.Process(self.process.pid)
         return [main] + [p for p in main.children(recursive=True) if "qvd-l7r" in p.cmdline()]
 
-    def cpu_seconds(self) -> float:
-        return sum(sum(p.cpu_times()[:2]) for p in self.tree())
+    def cpu_seconds(self) -> list[float]:
+        """CPU seconds of each process, the first one first."""
+        return [sum(p.cpu_times()[:2]) for p in self.tree()]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -125,25 +131,28 @@ class L7R:
 
 
 def run_clients(port: int, cert: str, mode: str, pairs: list[tuple[str, str]],
-                count: int) -> tuple[list[float], int, float]:
+                count: int, cpu: Optional[int]) -> tuple[list[float], int, float]:
     """(latencies, failures, seconds) of ``count`` ``mode``s per client thread."""
     split = [pairs[i::CLIENT_PROCESSES] for i in range(CLIENT_PROCESSES)]
     specs = [("clients", port, cert, mode, ",".join(p[0] for p in part),
               ",".join(p[1] for p in part), count) for part in split if part]
-    return run_children(specs)
+    return run_children(specs, cpu)
 
 
 def measure(l7r: L7R, cert: str, mode: str, processes: int, pairs: list[tuple[str, str]],
-            connects: int) -> None:
-    run_clients(l7r.port, cert, mode, pairs, 3)  # warm-up: connections, caches, JIT-less code
+            connects: int, cpu: Optional[int]) -> None:
+    """One row; the clients on ``cpu`` (None: anywhere)."""
+    run_clients(l7r.port, cert, mode, pairs, 3, cpu)  # warm-up: connections, caches
     count = max(1, connects // len(pairs))
-    cpu, machine = l7r.cpu_seconds(), busy_seconds()
-    times, failures, elapsed = run_clients(l7r.port, cert, mode, pairs, count)
-    cpu = (l7r.cpu_seconds() - cpu) / elapsed * 100
+    cpu_before, machine = l7r.cpu_seconds(), busy_seconds()
+    times, failures, elapsed = run_clients(l7r.port, cert, mode, pairs, count, cpu)
+    spent = [after - before for before, after in zip(cpu_before, l7r.cpu_seconds())]
     machine = (busy_seconds() - machine) / elapsed * 100
+    shares = " + ".join(f"{s / elapsed * 100:.0f}" for s in spent)
     print(f"| {mode} | {processes} | {len(pairs)} | {len(times):,} | {failures} |"
           f" {len(times) / elapsed:,.0f} | {median(times) * 1e3:.1f} |"
-          f" {percentile(times, 0.99) * 1e3:.1f} | {cpu:.0f} | {machine:.0f} |", flush=True)
+          f" {percentile(times, 0.99) * 1e3:.1f} | {shares} |"
+          f" {sum(spent) / max(1, len(times)) * 1e3:.2f} | {machine:.0f} |", flush=True)
 
 
 def busy_seconds() -> float:
@@ -166,25 +175,31 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="l7r.processes values")
     parser.add_argument("--modes", default="connect,ping")
     parser.add_argument("--profile", help="cProfile the 1-process L7R into this file")
+    parser.add_argument("--no-pin", action="store_true", help="let every process run anywhere")
     args = parser.parse_args()
+    load_cpu, proxy_cpu = (None, None) if args.no_pin else (LOAD_CPU, PROXY_CPU)
+    pin(os.getpid(), load_cpu)
     directory = tempfile.mkdtemp(prefix="qvd-bench-connect-")
     cert, key, _ = certificate(directory)
     cluster, conf = start_cluster()
+    pin_cluster(cluster.datadir, load_cpu)
     try:
         with open(conf, "a") as f:
             f.write(f"nodename = bench-node\nl7r.address = 127.0.0.1\n"
-                    f"path.l7r.ssl.cert = {cert}\npath.l7r.ssl.key = {key}\n")
-        with children(("fakes",)) as (fakes,):
+                    f"path.l7r.ssl.cert = {cert}\npath.l7r.ssl.key = {key}\n"
+                    # no HKD runs here: its one heartbeat (populate) must not go stale
+                    "internal.hkd.agent.ticker.timeout = 86400\n")
+        with children(("fakes",), cpu=load_cpu) as (fakes,):
             pairs = populate(conf, args.concurrency, fakes.port, int(fakes.ports[1]))
             print("| mode | L7R processes | client threads | done | failed | per second"
-                  " | median ms | p99 ms | L7R CPU % | machine CPU % |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
+                  " | median ms | p99 ms | L7R CPU % | L7R CPU ms each | machine CPU % |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
             for processes in map(int, args.processes.split(",")):
                 profile = args.profile if processes == 1 else None
-                l7r = L7R(conf, directory, processes, profile)
+                l7r = L7R(conf, directory, processes, profile, proxy_cpu)
                 try:
                     for mode in args.modes.split(","):
-                        measure(l7r, cert, mode, processes, pairs, args.connects)
+                        measure(l7r, cert, mode, processes, pairs, args.connects, load_cpu)
                 finally:
                     l7r.stop()
                 if profile:

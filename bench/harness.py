@@ -7,10 +7,11 @@ another's work (``python bench/harness.py ROLE ...``, prints ``ready <port>``):
   command (``U``/``D``/``E`` + 8-byte big-endian size), sinks ``size`` bytes and
   answers ``K``, sources ``size`` bytes, or echoes forever;
 - ``splice``: the L7R data-path harness: the project's TLS context
-  (``L7RContextFactory``), the L7R's ``listen`` (SO_REUSEPORT) and the real
-  ``SpliceEnd``/``join`` of ``qvd/stream/splice.py``, each accepted TLS stream
-  joined to a new TCP connection to the backend, without the HTTP steps before
-  the 101 (``connect_rate.py`` measures those);
+  (``server_context``), the L7R's ``listen`` (SO_REUSEPORT, the transports of
+  ``qvd/stream/transport.py``) and the real ``SpliceEnd``/``join`` of
+  ``qvd/stream/splice.py``, each accepted TLS stream joined to a new TCP
+  connection to the backend (``transport.connect``), without the HTTP steps
+  before the 101;
 - ``fakes``: a FAKE VMA (SimpleRPC ``x_start`` -> ``"starting"``, ``x_state`` ->
   ``"listening"``) and a FAKE NX port (accepts and discards), for full connects
   without nxagent;
@@ -45,6 +46,30 @@ sys.path.insert(0, ROOT)
 
 CHUNK = 1 << 20
 WAIT = 30.0  # seconds a child may take to be ready, or a single request to answer
+CPUS = sorted(os.sched_getaffinity(0))  # the cores this bench may use
+# With two cores or more, ``pin`` keeps the load (clients, backend, PostgreSQL, fakes) on
+# the first and the process measured (an L7R, haproxy) on the second, so that neither
+# steals the other's core and every proxy gets the same share.
+LOAD_CPU, PROXY_CPU = (CPUS[0], CPUS[1]) if len(CPUS) >= 2 else (None, None)
+
+
+def pin(pid: int, cpu: Optional[int]) -> None:
+    """Keep process ``pid`` (and what it starts from now on) on ``cpu`` (None: anywhere)."""
+    if cpu is not None:
+        os.sched_setaffinity(pid, {cpu})
+
+
+def pin_cluster(datadir: str, cpu: Optional[int]) -> None:
+    """Keep a PostgreSQL server (its postmaster, the backends it has and will fork) on
+    ``cpu``."""
+    if cpu is None:
+        return
+    import psutil
+
+    with open(os.path.join(datadir, "postmaster.pid")) as f:
+        postmaster = psutil.Process(int(f.readline()))
+    for process in [postmaster, *postmaster.children(recursive=True)]:
+        pin(process.pid, cpu)
 
 
 def raise_fd_limit(wanted: int = 65536) -> None:
@@ -67,10 +92,11 @@ def max_sessions() -> int:
 class Child:
     """``python bench/harness.py <role> ...``; ``port`` once it printed ``ready <port>``."""
 
-    def __init__(self, role: str, *args: Any):
+    def __init__(self, role: str, *args: Any, cpu: Optional[int] = None):
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), role, *map(str, args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        pin(self.process.pid, cpu)
         self.ports = self.wait_line("ready").split()[1:]
         self.port = int(self.ports[0])
 
@@ -98,12 +124,13 @@ class Child:
 
 
 @contextlib.contextmanager
-def children(*specs: tuple[Any, ...]) -> Iterator[list[Child]]:
-    """Start children in order (a spec is ``(role, args...)``), stop them all at the end."""
+def children(*specs: tuple[Any, ...], cpu: Optional[int] = None) -> Iterator[list[Child]]:
+    """Start children in order (a spec is ``(role, args...)``), on ``cpu`` if given; stop
+    them all at the end."""
     started: list[Child] = []
     try:
         for spec in specs:
-            started.append(Child(*spec))
+            started.append(Child(*spec, cpu=cpu))
         yield started
     finally:
         for child in reversed(started):
@@ -151,9 +178,11 @@ def haproxy_binary() -> str:
 
 
 @contextlib.contextmanager
-def haproxy(backend: int, pem: str) -> Iterator[tuple[int, subprocess.Popen]]:
+def haproxy(backend: int, pem: str,
+            cpu: Optional[int] = None) -> Iterator[tuple[int, subprocess.Popen]]:
     """haproxy 2.6 in ``mode tcp``, one thread (like one L7R process), TLS terminated with
-    the same certificate, forwarding to ``backend``; yields (port, process)."""
+    the same certificate, forwarding to ``backend``, on ``cpu`` if given; yields (port,
+    process)."""
     from qvd.pgcluster import free_port
 
     port = free_port()
@@ -164,6 +193,7 @@ def haproxy(backend: int, pem: str) -> Iterator[tuple[int, subprocess.Popen]]:
                                       maxconn=max_sessions()))
     process = subprocess.Popen([haproxy_binary(), "-db", "-f", path],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pin(process.pid, cpu)
     try:
         deadline = time.monotonic() + WAIT
         while True:
@@ -190,6 +220,9 @@ def open_stream(port: int, context: Optional[ssl.SSLContext]) -> socket.socket:
     return context.wrap_socket(sock, server_hostname="localhost") if context else sock
 
 
+Opener = Callable[[], socket.socket]  # a new stream to the backend, through what is measured
+
+
 def command(kind: bytes, size: int) -> bytes:
     return kind + size.to_bytes(8, "big")
 
@@ -202,10 +235,10 @@ def read_exactly(sock: socket.socket, size: int, buffer: memoryview) -> None:
         size -= got
 
 
-def upload(port: int, context: Optional[ssl.SSLContext], size: int) -> float:
+def upload(opener: Opener, size: int) -> float:
     """MB/s of ``size`` bytes client -> backend (until the backend says it has them all)."""
     block = bytes(CHUNK)
-    with open_stream(port, context) as sock:
+    with opener() as sock:
         started = time.perf_counter()
         sock.sendall(command(b"U", size))
         for _ in range(size // CHUNK):
@@ -214,37 +247,39 @@ def upload(port: int, context: Optional[ssl.SSLContext], size: int) -> float:
         return size / (time.perf_counter() - started) / 1e6
 
 
-def download(port: int, context: Optional[ssl.SSLContext], size: int) -> float:
+def download(opener: Opener, size: int) -> float:
     """MB/s of ``size`` bytes backend -> client."""
     buffer = memoryview(bytearray(CHUNK))
-    with open_stream(port, context) as sock:
+    with opener() as sock:
         started = time.perf_counter()
         sock.sendall(command(b"D", size))
         read_exactly(sock, size, buffer)
         return size / (time.perf_counter() - started) / 1e6
 
 
-def round_trips(port: int, context: Optional[ssl.SSLContext], count: int,
-                size: int = 64) -> list[float]:
-    """Seconds of each of ``count`` sequential ``size``-byte echoes on one stream."""
+def echo_stream(opener: Opener) -> socket.socket:
+    """A new stream whose backend echoes everything."""
+    sock = opener()
+    sock.sendall(command(b"E", 0))
+    return sock
+
+
+def round_trips(sock: socket.socket, count: int, size: int = 64) -> list[float]:
+    """Seconds of each of ``count`` sequential ``size``-byte echoes on an echo stream."""
     payload, buffer = os.urandom(size), memoryview(bytearray(size))
     times = []
-    with open_stream(port, context) as sock:
-        sock.sendall(command(b"E", 0))
-        for _ in range(count):
-            started = time.perf_counter()
-            sock.sendall(payload)
-            read_exactly(sock, size, buffer)
-            times.append(time.perf_counter() - started)
+    for _ in range(count):
+        started = time.perf_counter()
+        sock.sendall(payload)
+        read_exactly(sock, size, buffer)
+        times.append(time.perf_counter() - started)
     return times
 
 
-def negotiated(port: int, context: Optional[ssl.SSLContext]) -> str:
+def negotiated(opener: Opener) -> str:
     """The protocol and cipher the client gets (the same everywhere, or the rows differ)."""
-    if context is None:
-        return "none"
-    with open_stream(port, context) as sock:
-        return f"{sock.version()} {sock.cipher()[0]}"
+    with opener() as sock:
+        return f"{sock.version()} {sock.cipher()[0]}" if isinstance(sock, ssl.SSLSocket) else "none"
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -320,6 +355,19 @@ def full_connect(port: int, context: ssl.SSLContext, login: str, vm_id: int) -> 
             raise RuntimeError(f"connect_to_vm answered {status}")
 
 
+def session(port: int, context: ssl.SSLContext, login: str, vm_id: int) -> socket.socket:
+    """A new TLS connection, Basic auth, ``connect_to_vm`` to its 101: the raw stream to the
+    VM's NX port (the backend), through the real L7R."""
+    sock = open_stream(port, context)
+    stream = HTTPStream(sock)
+    status = stream.get(f"/qvd/connect_to_vm?id={vm_id}",
+                        basic(login, "p") + "\r\nConnection: Upgrade\r\nUpgrade: QVD/1.0\r\n").status
+    if status != 101 or stream.buffer:
+        sock.close()
+        raise RuntimeError(f"connect_to_vm answered {status}")
+    return sock
+
+
 def list_login(port: int, context: ssl.SSLContext, credentials: str, vm_id: int) -> None:
     """New TLS connection, Basic auth as ``login:password``, list_of_vm, close (a login)."""
     with open_stream(port, context) as sock:
@@ -347,10 +395,11 @@ def report_threads(run: Callable[[Any], tuple[list[float], int]], items: list[An
                       "failures": sum(f for _, f in results)}), flush=True)
 
 
-def run_children(specs: list[tuple[Any, ...]]) -> tuple[list[float], int, float]:
-    """Start client processes (``ready``), say ``go`` to all, and gather what they
-    report: (latencies, failures, seconds from go to the last report)."""
-    with children(*specs) as clients:
+def run_children(specs: list[tuple[Any, ...]],
+                 cpu: Optional[int] = None) -> tuple[list[float], int, float]:
+    """Start client processes (``ready``, on ``cpu`` if given), say ``go`` to all, and
+    gather what they report: (latencies, failures, seconds from go to the last report)."""
+    with children(*specs, cpu=cpu) as clients:
         started = time.perf_counter()
         for client in clients:
             client.process.stdin.write("go\n")
@@ -482,31 +531,27 @@ def splice_role(backend: str, cert: str, key: str) -> None:
     """The L7R data-path harness (see the module docstring)."""
     raise_fd_limit()
     from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint
     from twisted.internet.protocol import Factory
-    from twisted.protocols.tls import TLSMemoryBIOFactory
 
     from qvd.config import Config, parse_properties
-    from qvd.http.client import quiet_connect
     from qvd.l7r.service import listen
+    from qvd.l7r.tls import server_context
+    from qvd.stream import transport
     from qvd.stream.splice import SpliceEnd
-    from qvd.l7r.tls import L7RContextFactory
-
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(backend))
 
     class SpliceHarness(Factory):
         """Accepted client end waits (paused) until its VM end connects and joins it."""
 
         def buildProtocol(self, addr: Any) -> SpliceEnd:
             client = SpliceEnd()
-            quiet_connect(endpoint, SpliceEnd(client, lambda end: None)).addErrback(
+            transport.connect(reactor, "127.0.0.1", int(backend),
+                              SpliceEnd(client, lambda end: None)).addErrback(
                 lambda _: client.transport.loseConnection())
             return client
 
     config = Config(parse_properties(f"path.l7r.ssl.cert = {cert}\npath.l7r.ssl.key = {key}\n"))
-    factory = TLSMemoryBIOFactory(L7RContextFactory(config), False, SpliceHarness())
-    listen(reactor, "127.0.0.1", 0, factory).addCallback(
-        lambda port: print(f"ready {port.getHost().port}", flush=True))
+    port = listen(reactor, "127.0.0.1", 0, SpliceHarness(), server_context(config))
+    print(f"ready {port.getHost().port}", flush=True)
     reactor.run()
 
 
@@ -526,27 +571,41 @@ def fakes_role() -> None:
     reactor.run()
 
 
-def holder_role(port: str, cafile: str, sessions: str, parallel: str) -> None:
+def holder_role(port: str, cafile: str, sessions: str, parallel: str, vms: str = "") -> None:
     """Open ``sessions`` TLS echo sessions (``parallel`` handshakes at a time), check each
-    with one 64-byte echo, say ``held N``, keep them open until stdin closes."""
+    with one 64-byte echo, say ``held N``, keep them open until stdin closes.  With
+    ``vms`` (a file of ``login vm_id`` lines, one per session) each session is a real
+    L7R session first: Basic auth, ``connect_to_vm`` to its 101, then the echo."""
     raise_fd_limit()
+    turns = [line.split() for line in open(vms)] if vms else []
+
+    async def upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      login: str, vm_id: str) -> None:
+        writer.write(f"GET /qvd/connect_to_vm?id={vm_id} HTTP/1.1\r\n{basic(login, 'p')}\r\n"
+                     "Connection: Upgrade\r\nUpgrade: QVD/1.0\r\n\r\n".encode("ascii"))
+        while (status := int((await reader.readuntil(b"\r\n\r\n")).split()[1])) == 102:
+            pass
+        if status != 101:
+            raise RuntimeError(f"connect_to_vm answered {status}")
 
     async def hold() -> None:
         context = client_context(cafile)
         gate = asyncio.Semaphore(int(parallel))
         payload = os.urandom(64)
 
-        async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async def one(n: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             async with gate:
                 reader, writer = await asyncio.open_connection(
                     "127.0.0.1", int(port), ssl=context, server_hostname="localhost")
+                if turns:
+                    await upgrade(reader, writer, *turns[n])
                 writer.write(command(b"E", 0) + payload)
                 if await reader.readexactly(64) != payload:
                     raise RuntimeError("echo mismatch")
                 return reader, writer
 
         print("ready 0", flush=True)
-        held = await asyncio.gather(*(one() for _ in range(int(sessions))))
+        held = await asyncio.gather(*(one(n) for n in range(int(sessions))))
         print(f"held {len(held)}", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         for _, writer in held:

@@ -90,14 +90,14 @@ def l7r_logins(conf: str, work: str, cert: str, logins: list[str], count: int, p
                   ",".join(f"{login}:{PASSWORD}" for login in part),
                   ",".join("0" for _ in part), count) for part in split(logins)]
         run_children([(*s[:6], 3) for s in specs])  # warm-up: the plugin's connections
-        machine, cpu = busy_seconds(), l7r.cpu_seconds()
+        machine, cpu = busy_seconds(), sum(l7r.cpu_seconds())
         times, failures, elapsed = run_children(specs)
         if not times:
             with open(l7r.log.name) as f:
                 raise RuntimeError(f"every L7R login failed; its log ends:\n{f.read()[-3000:]}")
         row(f"L7R login, {plugin}", len(logins), times, failures, elapsed,
             (busy_seconds() - machine) / elapsed * 100, yardstick)
-        return (l7r.cpu_seconds() - cpu) / elapsed * 100
+        return (sum(l7r.cpu_seconds()) - cpu) / elapsed * 100
     finally:
         l7r.stop()
 

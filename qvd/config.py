@@ -15,6 +15,7 @@ from the database, so a bad row cannot lock a node out of its own DB.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from importlib import resources
@@ -69,10 +70,12 @@ def _matches(key: str, patterns: Iterable[str]) -> bool:
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
 
 
+@functools.lru_cache(maxsize=4096)  # every lookup asks; the answer never changes
 def is_file_only(key: str) -> bool:
     return _matches(key, FILE_ONLY)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_per_tenant(key: str) -> bool:
     return _matches(key, PER_TENANT)
 

@@ -15,7 +15,7 @@ from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, prepare
 from qvd.daemon import Options as DaemonOptions
 from qvd.hkd.service import HKDService, prepare_hkd
 from qvd.l7r.service import L7RService
-from qvd.l7r.tls import L7RContextFactory, TLSConfigError
+from qvd.l7r.tls import TLSConfigError, server_context
 
 
 class Options(DaemonOptions):
@@ -26,7 +26,7 @@ def makeService(options: usage.Options) -> NodeDaemon:
     try:
         config, host_id = prepare(options["config"], "qvd-node")
         prepare_hkd(config)
-        tls = L7RContextFactory(config) if config.get_bool("l7r.use_ssl") else None
+        tls = server_context(config) if config.get_bool("l7r.use_ssl") else None
         daemon = NodeDaemon(config, host_id, "qvd-node")
         HKDService(daemon).setServiceParent(daemon)
         L7RService(daemon, tls=tls).setServiceParent(daemon)

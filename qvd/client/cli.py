@@ -139,6 +139,7 @@ class Client:
         self.channels: Optional[LocalChannels] = None
         self.interrupted_by_signal = False
         self.finished = False  # the run ended by itself: the reactor stops for no signal
+        self.said: Optional[str] = None  # the last progress line shown
 
     def expect(self, reply: Reply, status: int) -> Reply:
         if reply.status != status:
@@ -161,7 +162,10 @@ class Client:
             l7r.close()
 
     def progress(self, text: str) -> None:
-        log.info("{text}", text=text)
+        """Show a progress line once: the L7R repeats the current one while it waits."""
+        if text != self.said:
+            self.said = text
+            log.info("{text}", text=text)
 
     @defer.inlineCallbacks
     def act(self, l7r: L7RSession, action: str) -> Generator[Any, Any, Exit]:

@@ -4,13 +4,12 @@ state and heartbeat, the load balancer's view of them, and their counters."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generator, Optional
+from typing import Optional
 
 from twisted.internet import defer
-from txpostgres.txpostgres import Cursor
 
 from qvd.db.pool import Database
-from qvd.db.rows import column, each, first
+from qvd.db.rows import READ_COMMITTED, column, each, first
 
 HOST_ID = "SELECT id FROM hosts WHERE name = %s"  # a daemon's start-up, on its blocking connection
 
@@ -26,11 +25,22 @@ class HostStatus:
     heartbeat_age: Optional[float]  # seconds since its HKD's last heartbeat; None: never
 
 
-def node_status(db: Database, nodename: str) -> defer.Deferred[Optional[HostStatus]]:
-    return db.run_read(
-        "SELECT h.id, h.address, r.state, r.blocked, EXTRACT(EPOCH FROM now() - r.ok_ts)::float"
-        " FROM hosts h JOIN host_runtimes r ON r.host_id = h.id WHERE h.name = %s",
-        (nodename,)).addCallback(first(HostStatus))
+NODE_STATUS = (
+    "SELECT h.id, h.address, r.state, r.blocked, EXTRACT(EPOCH FROM now() - r.ok_ts)::float"
+    " FROM hosts h JOIN host_runtimes r ON r.host_id = h.id WHERE h.name = %(name)s"
+)
+
+
+def node_status(db: Database, nodename: str,
+                counted: bool = False) -> defer.Deferred[Optional[HostStatus]]:
+    """This node; with ``counted``, one more ``http_requests`` in the same statement."""
+    if not counted:
+        return db.run_read(NODE_STATUS, {"name": nodename}).addCallback(first(HostStatus))
+    return db.run_query(
+        READ_COMMITTED + "WITH counted AS (UPDATE host_counters c"
+        " SET http_requests = http_requests + 1 FROM hosts h"
+        " WHERE h.name = %(name)s AND c.host_id = h.id) " + NODE_STATUS,
+        {"name": nodename}).addCallback(first(HostStatus))
 
 
 def set_host_state(db: Database, host_id: int, state: str) -> defer.Deferred[bool]:
@@ -103,14 +113,14 @@ def count(db: Database, host_id: int, *counters: str) -> defer.Deferred[None]:
     READ COMMITTED: every request bumps the same row, and ``x = x + 1`` is
     safe there, whereas SERIALIZABLE would fail (and retry) under load.
     """
+    return db.run_operation(READ_COMMITTED + counting(*counters), {"host": host_id})
+
+
+def counting(*counters: str) -> str:
+    """The UPDATE adding one to each named counter of host ``%(host)s`` (also a CTE of
+    the statements that count as they go)."""
     unknown = set(counters) - HOST_COUNTERS
     if unknown or not counters:
         raise ValueError(f"no host counter {sorted(unknown) or counters!r}")
     assignments = ", ".join(f"{name} = {name} + 1" for name in counters)
-    return db.run_interaction(_count, host_id, assignments)
-
-
-@defer.inlineCallbacks
-def _count(cursor: Cursor, host_id: int, assignments: str) -> Generator[defer.Deferred[Any], Any, None]:
-    yield cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-    yield cursor.execute(f"UPDATE host_counters SET {assignments} WHERE host_id = %s", (host_id,))
+    return f"UPDATE host_counters SET {assignments} WHERE host_id = %(host)s"

@@ -302,30 +302,37 @@ class Database:
         """
         return self._retrying(self._pool.runInteraction, fn, *args, **kwargs)
 
-    @defer.inlineCallbacks
     def _retrying(
         self, call: Callable[..., defer.Deferred[Any]], *args: Any, **kwargs: Any
-    ) -> Generator[defer.Deferred[Any], Any, Any]:
-        attempt = 1
-        while True:
-            if self._closed:
-                raise DatabaseError(f"the pool for {self.where} is closed")
-            try:
-                return (yield call(*args, **kwargs))
-            except psycopg2.Error as e:
-                if e.pgcode not in RETRYABLE or attempt >= self.attempts:
-                    raise
-                delay = random.uniform(BACKOFF / 2, BACKOFF) * 2**attempt
-                log.debug(
-                    "transaction failed ({code}: {error}), retry {attempt} in {delay:.3f}s",
-                    code=e.pgcode, error=first_line(e), attempt=attempt, delay=delay,
-                )
-            backoff = task.deferLater(self.clock, delay, lambda: None)
-            self._backoffs.add(backoff)
-            try:
-                yield backoff
-            except defer.CancelledError:
+    ) -> defer.Deferred[Any]:
+        """``call`` once; again after a backoff on 40001/40P01, up to ``attempts`` times.
+        (Plain callbacks, no generator: every statement of every request comes here.)"""
+        return self._attempt(1, call, args, kwargs)
+
+    def _attempt(self, attempt: int, call: Callable[..., defer.Deferred[Any]],
+                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> defer.Deferred[Any]:
+        if self._closed:
+            return defer.fail(DatabaseError(f"the pool for {self.where} is closed"))
+        return call(*args, **kwargs).addErrback(self._failed, attempt, call, args, kwargs)
+
+    def _failed(self, failure: Failure, attempt: int, call: Callable[..., defer.Deferred[Any]],
+                args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        error = failure.value
+        if (not isinstance(error, psycopg2.Error) or error.pgcode not in RETRYABLE
+                or attempt >= self.attempts):
+            return failure
+        delay = random.uniform(BACKOFF / 2, BACKOFF) * 2**attempt
+        log.debug(
+            "transaction failed ({code}: {error}), retry {attempt} in {delay:.3f}s",
+            code=error.pgcode, error=first_line(error), attempt=attempt, delay=delay,
+        )
+        backoff = task.deferLater(self.clock, delay, lambda: None)
+        self._backoffs.add(backoff)
+
+        def waited(result: Any) -> Any:
+            self._backoffs.discard(backoff)
+            if isinstance(result, Failure) and result.check(defer.CancelledError):
                 raise DatabaseError(f"the pool for {self.where} is closed") from None
-            finally:
-                self._backoffs.discard(backoff)
-            attempt += 1
+            return self._attempt(attempt + 1, call, args, kwargs)
+
+        return backoff.addBoth(waited)

@@ -22,3 +22,11 @@ def each(model: Callable[..., Model]) -> Callable[[Rows], list[Model]]:
 def column(rows: Rows) -> list[Any]:
     """The values of a one-column result."""
     return [row[0] for row in rows]
+
+
+# Prefix of a one-statement transaction (one round trip: psycopg2 sends both in one
+# query) whose correctness rests on row locks and conditional updates rather than on
+# SERIALIZABLE: rows every request touches (``host_counters``) or that contending
+# clients fight over (a VM's session) would otherwise fail with 40001 and be retried
+# after a backoff.
+READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; "

@@ -33,11 +33,14 @@ def use_token(db: Database, token: str, now: int) -> defer.Deferred[Optional[Tok
     return db.run_interaction(_use_token, token, now)
 
 
-# A token and the auth params it carries, gone together (the params row has no other user).
-DELETE_TOKENS = (
-    "WITH gone AS (DELETE FROM user_tokens WHERE {where} RETURNING auth_params_id)"
-    " DELETE FROM user_auth_parameters WHERE id IN (SELECT auth_params_id FROM gone)"
+# A token and the auth params it carries, gone together (the params row has no other
+# user): the two CTEs of a statement, for a ``{where}`` on ``user_tokens``.
+TOKENS_GONE = (
+    "gone_tokens AS (DELETE FROM user_tokens WHERE {where} RETURNING auth_params_id),"
+    " gone_params AS (DELETE FROM user_auth_parameters"
+    " WHERE id IN (SELECT auth_params_id FROM gone_tokens))"
 )
+DELETE_TOKENS = "WITH " + TOKENS_GONE + " SELECT 1"
 
 
 @defer.inlineCallbacks
@@ -59,11 +62,6 @@ def _use_token(
     return grant
 
 
-def delete_token(db: Database, token: str) -> defer.Deferred[None]:
-    """The token and its stored auth params, gone (a session's token when the session ends)."""
-    return db.run_operation(DELETE_TOKENS.format(where="token = %s"), (token,))
-
-
 def delete_expired_tokens(db: Database, now: int) -> defer.Deferred[None]:
     return db.run_operation(DELETE_TOKENS.format(where="expiration < %s"), (now,))
 
@@ -80,20 +78,10 @@ def insert_token(
     db: Database, token: str, user_id: int, vm_id: Optional[int], expiration: int,
     multi_use: bool, parameters: str,
 ) -> defer.Deferred[int]:
-    """A token and the auth params it carries, in one transaction; the params' id."""
-    return db.run_interaction(
-        _insert_token, token, user_id, vm_id, expiration, multi_use, parameters)
-
-
-@defer.inlineCallbacks
-def _insert_token(
-    cursor: Cursor, token: str, user_id: int, vm_id: Optional[int], expiration: int,
-    multi_use: bool, parameters: str,
-) -> Generator[defer.Deferred[Any], Any, int]:
-    yield cursor.execute(INSERT_AUTH_PARAMS, (parameters,))
-    params_id = cursor.fetchone()[0]
-    yield cursor.execute(
-        "INSERT INTO user_tokens (token, user_id, vm_id, expiration, auth_params_id, multi_use)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (token, user_id, vm_id, expiration, params_id, multi_use))
-    return params_id
+    """A token and the auth params it carries, in one statement; the params' id."""
+    return db.run_query(
+        f"WITH params AS ({INSERT_AUTH_PARAMS})"
+        " INSERT INTO user_tokens (token, user_id, vm_id, expiration, auth_params_id, multi_use)"
+        " SELECT %s, %s, %s, %s, id, %s FROM params RETURNING auth_params_id",
+        (parameters, token, user_id, vm_id, expiration, multi_use)).addCallback(
+            lambda rows: rows[0][0])

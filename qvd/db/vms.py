@@ -72,11 +72,6 @@ def vms_of_user(db: Database, user_id: int, is_application: bool) -> defer.Defer
         (user_id, is_application)).addCallback(each(VMListing))
 
 
-def set_real_user(db: Database, vm_id: int, user_id: int) -> defer.Deferred[None]:
-    return db.run_operation(
-        "UPDATE vm_runtimes SET real_user_id = %s WHERE vm_id = %s", (user_id, vm_id))
-
-
 # -- properties -----------------------------------------------------------------------
 
 @dataclass(frozen=True)

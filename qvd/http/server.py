@@ -41,6 +41,8 @@ class Channel:
     has gone, so a long handler can give up early.
     """
 
+    __slots__ = ("_protocol", "state", "lost")  # one per connection, spliced ones too
+
     def __init__(self, protocol: "QVDHTTPServerProtocol"):
         self._protocol = protocol
         self.state: dict[str, object] = {}
@@ -283,9 +285,12 @@ class QVDHTTPServerProtocol(HandoverProtocol):
         self._process()
 
     def _switch(self, switch: SwitchProtocols) -> None:
-        """Write the 101 head; from now on every byte belongs to ``switch.protocol``."""
+        """Write the 101 head; from now on every byte belongs to ``switch.protocol``, and
+        what only requests need (the parser, the connection's state such as its
+        authentication cache) is let go: a spliced session may last for days."""
         self.writeHead(101, switch.headers)
         self.hand_over(self._parser, switch.protocol)
+        self.channel.state.clear()
         self.transport.resumeProducing()
 
     def _fail(self, error: HeadError) -> None:

@@ -32,11 +32,9 @@ class Checks:
     @defer.inlineCallbacks
     def node(self, counted: bool = False) -> Generator[defer.Deferred[Any], Any, HostStatus]:
         """This node; 503 if not registered.  ``counted``: one more ``http_requests``."""
-        node = yield hosts.node_status(self.database, self.nodename)
+        node = yield hosts.node_status(self.database, self.nodename, counted)
         if node is None:
             raise HTTPError(503, UNREGISTERED)
-        if counted:
-            yield hosts.count(self.database, node.id, "http_requests")
         return node
 
     def authenticate(self, request: Request) -> defer.Deferred[Auth]:

@@ -9,37 +9,71 @@ by this process (see ``sessions``).  Errors from the access check on are
 
 from __future__ import annotations
 
-import secrets
-import string
 from typing import Any, Generator, Optional
 
 import psutil
-from twisted.internet import defer, task
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet import defer, interfaces, task
 from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.logger import Logger
 
 from qvd.db import DatabaseError, hosts, sessions as session_rows, vms
 from qvd.db.vms import VMRow
-from qvd.http.client import quiet_connect
-from qvd.http.server import Request, SwitchProtocols
+from qvd.http.server import Channel, Request, SwitchProtocols
 from qvd.http.simplerpc import SimpleRPCClient
 from qvd.l7r.auth import create_token
+from qvd.l7r.auth.tokens import random_text
 from qvd.l7r.errors import HTTPError, Unavailable
 from qvd.l7r.sessions import Session
 from qvd.loadbalancer import NoHostAvailable, VMInfo, choose_host
 from qvd.polling import poll_until
 from qvd.reactor import epoch
+from qvd.stream import transport
 from qvd.stream.splice import SpliceEnd
 
 log = Logger()
 
 CLIENT_PREFIXES = ("qvd.client.", "custom.")
-SLAVE_KEY_CHARS = string.ascii_letters + string.digits
 
 
 def slave_key() -> str:
-    return "".join(secrets.choice(SLAVE_KEY_CHARS) for _ in range(64))
+    """64 letters and digits, as QVD 4's."""
+    return random_text(64)
+
+
+class Progress:
+    """The ``102`` ``X-QVD-VM-Info`` lines of one connect: each step's text when it
+    starts, and the last one again whenever ``interval`` seconds pass without a line.
+
+    QVD's C client (libqvdclient) waits for the answer with a ``select`` whose
+    descriptor set it never re-arms: after one second without data it stops
+    reading the socket for good, so a later answer (a 503 after a slow VM start)
+    would never reach it.  QVD 4 repeated its waiting line every 2 s.
+    """
+
+    def __init__(self, channel: Channel, clock: interfaces.IReactorTime, interval: float):
+        self.channel = channel
+        self.clock = clock
+        self.interval = interval
+        self.text: Optional[str] = None
+        self._timer: Optional[interfaces.IDelayedCall] = None
+
+    def say(self, text: str) -> None:
+        self.text = text
+        self.channel.processing([("X-QVD-VM-Info", text)])
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.interval)
+        else:
+            self._timer = self.clock.callLater(self.interval, self._again)
+
+    def _again(self) -> None:
+        self._timer = None
+        if self.text is not None and self.channel.connected:
+            self.say(self.text)
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
 
 class ConnectToVM:
@@ -55,9 +89,11 @@ class ConnectToVM:
         self.request = request
         self.session: Optional[Session] = None
         self.vm_end: Optional[SpliceEnd] = None
+        self.progress = Progress(request.channel, ctx.reactor,
+                                 self.config.get_float("l7r.progress.interval"))
 
     def info(self, text: str) -> None:
-        self.request.channel.processing([("X-QVD-VM-Info", text)])
+        self.progress.say(text)
 
     def seconds(self, key: str) -> float:
         return self.config.get_float(key)
@@ -84,7 +120,6 @@ class ConnectToVM:
         vm = yield checks.vm(vm_id, auth)
         if vm.blocked:
             raise HTTPError(403, "The requested virtual machine is offline for maintenance")
-        yield vms.set_real_user(self.db, vm_id, auth.user_id)
         key = slave_key()
         try:
             result = yield self.connect(vm, auth, client_params, key)
@@ -100,6 +135,8 @@ class ConnectToVM:
             yield self.give_up()
             log.failure("connect_to_vm {vm_id} failed", vm_id=vm_id)
             raise Unavailable(str(e) or type(e).__name__) from e
+        finally:
+            self.progress.stop()
         return result
 
     def client_params(self) -> dict[str, str]:
@@ -123,11 +160,10 @@ class ConnectToVM:
     @defer.inlineCallbacks
     def connect(self, vm: VMRow, auth: Any, client_params: dict[str, str],
                 key: str) -> Generator[Any, Any, SwitchProtocols]:
-        yield self.take_over(vm.id)
+        vm = yield self.take_over(vm.id, auth.user_id)
         # the VMA's token: this VM only, gone with the session (``SessionRegistry.release``)
         _, token = yield create_token(self.db, auth, vm_id=vm.id)
         self.session.token = token
-        vm = yield self.reread(vm.id)
         host_id = vm.host_id
         if host_id is None:
             host_id = yield self.assign_host(vm)
@@ -148,19 +184,24 @@ class ConnectToVM:
         return vm
 
     # step 9
-    def take_over(self, vm_id: int) -> defer.Deferred[bool]:
+    def take_over(self, vm_id: int, user_id: int) -> defer.Deferred[VMRow]:
+        """The VM's session for ``user_id`` (its real user from now on), once every other
+        holder is aborted; fires with the VM as the claim left it."""
         sessions = self.ctx.sessions
 
         @defer.inlineCallbacks
-        def acquire() -> Generator[Any, Any, Optional[bool]]:
+        def acquire() -> Generator[Any, Any, Optional[VMRow]]:
             while True:
-                holder = yield session_rows.acquire_session(
-                    self.db, vm_id, self.host_id, sessions.pid, epoch())
+                claim = yield session_rows.acquire_session(
+                    self.db, vm_id, user_id, self.host_id, sessions.pid, epoch())
+                if claim is None:
+                    raise Unavailable(f"VM {vm_id} was deleted")
+                holder = claim.holder
                 if holder is None:
                     self.session = Session(vm_id, self.request.channel)
                     sessions.add(self.session)
                     self.info(f"Session acquired for VM_ID: {vm_id}")
-                    return True
+                    return claim.vm
                 if holder.host_id == self.host_id and (holder.pid is None or (
                         holder.pid != sessions.pid and not psutil.pid_exists(holder.pid))):
                     yield sessions.forget(vm_id, holder.pid)
@@ -198,8 +239,10 @@ class ConnectToVM:
     # step 12
     @defer.inlineCallbacks
     def start_vm(self, vm: VMRow, host_id: int) -> Generator[Any, Any, VMRow]:
-        """``vm`` as read after the take-over (a host assignment needs it stopped)."""
+        """``vm`` as the take-over left it (a host assignment needs it stopped)."""
         vm_id = vm.id
+        if vm.vm_state == "running":
+            return vm
         if vm.vm_state == "stopped":
             self.info("Starting virtual machine")
             yield vms.request_vm_start(self.db, vm_id, host_id)
@@ -287,18 +330,22 @@ class ConnectToVM:
         the port, so a refused connect is retried every ``poll_time.x`` for up to
         ``timeout.x_start`` seconds (QVD 4 VMAs report ``listening`` just as early)."""
         self.info(f"Connecting X session for VM_ID: {vm.id}")
-        yield hosts.count(self.db, self.host_id, "nx_attempts")
         refused: list[Exception] = []
 
         def unable(e: Exception) -> Unavailable:
+            # the attempt counts, though no session came of it (``mark_connected`` counts
+            # the attempts that reached the port)
+            hosts.count(self.db, self.host_id, "nx_attempts").addErrback(
+                lambda f: log.warn("cannot count an NX attempt: {error}",
+                                   error=f.getErrorMessage()))
             return Unavailable(f"Unable to connect to X server  on VM VM_ID: {vm.id}: {e}")
 
         @defer.inlineCallbacks
         def connected() -> Generator[Any, Any, Optional[SpliceEnd]]:
-            endpoint = TCP4ClientEndpoint(self.ctx.reactor, vm.vm_address, vm.x_port,
-                                          timeout=self.seconds("internal.l7r.timeout.vma"))
-            try:
-                return (yield quiet_connect(endpoint, SpliceEnd()))
+            try:  # a transport of ours: it sends at once, like the client's side
+                return (yield transport.connect(self.ctx.reactor, vm.vm_address, vm.x_port,
+                                                SpliceEnd(),
+                                                self.seconds("internal.l7r.timeout.vma")))
             except ConnectionRefusedError as e:
                 refused[:] = [e]
             except (ConnectError, OSError) as e:
@@ -308,7 +355,6 @@ class ConnectToVM:
 
         self.vm_end = yield self.poll("internal.l7r.timeout.x_start", "internal.l7r.poll_time.x",
                                       connected, lambda: unable(refused[0]))
-        yield hosts.count(self.db, self.host_id, "nx_ok")
         outcome = yield session_rows.mark_connected(
             self.db, vm.id, self.host_id, self.ctx.sessions.pid, epoch())
         if outcome == "aborted":

@@ -5,19 +5,20 @@ runs, so a bad key or certificate stops ``twistd`` with one clear line.
 The listening socket is opened with SO_REUSEPORT: with ``l7r.processes`` > 1
 the first process starts that many minus one worker processes, each a full
 L7R on the same port (the kernel spreads the connections), and restarts a
-worker that dies.
+worker that dies.  Its connections get the transports of
+``qvd.stream.transport`` (TLS on the socket itself, writes sent at once).
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Any, Generator, Optional
 
 from twisted.application.service import MultiService
 from twisted.internet import defer, interfaces
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
 from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, prepare
@@ -27,8 +28,9 @@ from qvd.http.server import QVDHTTPServerFactory, Timeouts
 from qvd.l7r.auth import Authenticator
 from qvd.l7r.handler import L7RContext, L7RHandler
 from qvd.l7r.sessions import SessionRegistry
-from qvd.l7r.tls import L7RContextFactory, TLSConfigError
+from qvd.l7r.tls import TLSConfigError, server_context
 from qvd.l7r.workers import ParentPipe, WorkerPool
+from qvd.stream.transport import StreamPort
 
 log = Logger()
 
@@ -39,19 +41,24 @@ class Options(DaemonOptions):
     ]
 
 
-@defer.inlineCallbacks
-def listen(reactor: Any, address: str, port: int,
-           factory: Any) -> Generator[defer.Deferred[Any], Any, interfaces.IListeningPort]:
-    """A listening TCP port shared with our sibling processes (SO_REUSEPORT)."""
+def listen(reactor: Any, address: str, port: int, factory: Factory,
+           tls: Optional[ssl.SSLContext] = None) -> interfaces.IListeningPort:
+    """A listening TCP port shared with our sibling processes (SO_REUSEPORT), TLS
+    when ``tls`` is given; an ``OSError`` if the address cannot be had."""
     host = "0.0.0.0" if address.strip() in ("*", "") else address.strip()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(1024)
-        endpoint = AdoptedStreamServerEndpoint(reactor, sock.detach(), family)  # it closes the fd
-    return (yield endpoint.listen(factory))
+    except OSError:
+        sock.close()
+        raise
+    listening = StreamPort(sock, factory, reactor, tls)
+    listening.startListening()
+    return listening
 
 
 class L7RService(MultiService):
@@ -60,7 +67,7 @@ class L7RService(MultiService):
 
     name = "qvd-l7r"
 
-    def __init__(self, daemon: NodeDaemon, *, tls: Optional[L7RContextFactory] = None,
+    def __init__(self, daemon: NodeDaemon, *, tls: Optional[ssl.SSLContext] = None,
                  worker: bool = False):
         super().__init__()
         self.daemon = daemon
@@ -86,15 +93,13 @@ class L7RService(MultiService):
         self.authenticator = Authenticator(config, daemon.database, daemon.host_id, clock=reactor)
         context = L7RContext(config, daemon.database, self.authenticator, sessions,
                              config.get("nodename"), reactor)
-        factory: Any = QVDHTTPServerFactory(L7RHandler(context), reactor, Limits(),
-                                            Timeouts(head=config.get_float("l7r.timeout.head"),
-                                                     idle=config.get_float("l7r.timeout.idle"),
-                                                     first=config.get_float("l7r.timeout.first"),
-                                                     close=config.get_float("l7r.timeout.close")))
-        if self.tls is not None:
-            factory = TLSMemoryBIOFactory(self.tls, False, factory)
-        self.port = yield listen(reactor, config.get("l7r.address"), config.get_int("l7r.port"),
-                                 factory)
+        factory = QVDHTTPServerFactory(L7RHandler(context), reactor, Limits(),
+                                       Timeouts(head=config.get_float("l7r.timeout.head"),
+                                                idle=config.get_float("l7r.timeout.idle"),
+                                                first=config.get_float("l7r.timeout.first"),
+                                                close=config.get_float("l7r.timeout.close")))
+        self.port = listen(reactor, config.get("l7r.address"), config.get_int("l7r.port"),
+                           factory, self.tls)
         log.info("L7R listening on {address}:{port} ({tls})", address=config.get("l7r.address"),
                  port=self.port.getHost().port, tls="TLS" if self.tls else "plain HTTP")
         processes = config.get_int("l7r.processes")
@@ -126,7 +131,7 @@ def l7r_daemon(config_path: Optional[str], worker: bool = False) -> NodeDaemon:
     """``twistd qvd-l7r``: a daemon holding one L7R (worker processes hold one each)."""
     try:
         config, host_id = prepare(config_path, "qvd-l7r")
-        tls = L7RContextFactory(config) if config.get_bool("l7r.use_ssl") else None
+        tls = server_context(config) if config.get_bool("l7r.use_ssl") else None
     except (*STARTUP_ERRORS, TLSConfigError) as e:
         raise cannot_start("qvd-l7r", e) from None
     daemon = NodeDaemon(config, host_id, "qvd-l7r")

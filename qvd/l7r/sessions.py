@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from qvd.config import Config
 from qvd.reactor import epoch
-from qvd.db import channels, hosts, tokens
+from qvd.db import channels
 from qvd.db import sessions as rows
 from qvd.db.listener import Listener
 from qvd.db.pool import Database
@@ -32,6 +32,8 @@ log = Logger()
 
 class Session:
     """One client's claim on a VM, from ``connecting`` to the end of its splice."""
+
+    __slots__ = ("vm_id", "aborted", "released", "spliced_at", "token", "_client", "_close_vm")
 
     def __init__(self, vm_id: int, client: Channel):
         self.vm_id = vm_id
@@ -147,17 +149,12 @@ class SessionRegistry(Service):
         self._releasing.discard(d)
         return result
 
-    @defer.inlineCallbacks
-    def _release(self, session: Session) -> Generator[defer.Deferred[Any], Any, None]:
-        yield rows.release_session(
-            self.database, session.vm_id, self.host_id, self.pid, epoch())
-        if session.token is not None:
-            yield tokens.delete_token(self.database, session.token)
-        if session.spliced_at is not None and (
+    def _release(self, session: Session) -> defer.Deferred[None]:
+        short = session.spliced_at is not None and (
             self.clock.seconds() - session.spliced_at
-            < self.config.get_float("internal.l7r.short_session")
-        ):
-            yield hosts.count(self.database, self.host_id, "short_sessions")
+            < self.config.get_float("internal.l7r.short_session"))
+        return rows.end_session(self.database, session.vm_id, self.host_id, self.pid, epoch(),
+                                session.token, short)
 
     def check_aborts(self) -> defer.Deferred[None]:
         d = rows.sessions_to_abort(self.database, self.host_id, self.pid)

@@ -5,27 +5,27 @@ it holds ``l7r.ssl.cert`` and ``l7r.ssl.key``, else from the files
 ``path.l7r.ssl.*``.  A key file other users can read is refused: a node
 must not start with a leaked-by-permissions key.  TLS 1.2 is the floor
 whatever ``l7r.options.SSL_version`` says.
+
+The context is the stdlib's (``ssl``, on the system OpenSSL): the L7R runs TLS
+on its accepted sockets itself (``qvd.stream.transport``).  OpenSSL loads
+certificates, keys and CRLs from files only, so material from the database is
+written to a private temporary directory for the load and removed at once.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import ssl
 import stat
+import tempfile
 from typing import Optional
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from OpenSSL import SSL, crypto
-from twisted.internet.ssl import ContextFactory
-from twisted.logger import Logger
 
 from qvd.config import Config
 
-log = Logger()
-
 _VERSIONS = {
-    "TLSv1_2": SSL.TLS1_2_VERSION,
-    "TLSv1_3": SSL.TLS1_3_VERSION,
+    "TLSv1_2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1_3": ssl.TLSVersion.TLSv1_3,
 }
 
 
@@ -52,11 +52,10 @@ def _check_key_file(path: str) -> None:
             f" {stat.S_IMODE(mode):04o}); refusing to use it: chmod 600 {path}")
 
 
-def minimum_version(spec: str) -> int:
+def minimum_version(spec: str) -> ssl.TLSVersion:
     """The floor named by an IO::Socket::SSL-style spec, never below TLS 1.2."""
     wanted = [_VERSIONS[token] for token in spec.split(":") if token in _VERSIONS]
-    floor = min(wanted) if wanted else SSL.TLS1_2_VERSION
-    return max(floor, SSL.TLS1_2_VERSION)
+    return max(min(wanted) if wanted else ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
 
 
 def _material(config: Config, name: str) -> Optional[bytes]:
@@ -71,50 +70,50 @@ def _material(config: Config, name: str) -> Optional[bytes]:
     return _read(path, name)
 
 
-def build_context(config: Config) -> SSL.Context:
+def server_context(config: Config) -> ssl.SSLContext:
     """A server context from the configuration, or ``TLSConfigError``."""
-    context = SSL.Context(SSL.TLS_SERVER_METHOD)
-    context.set_min_proto_version(minimum_version(config.get("l7r.options.SSL_version")))
-    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
-    context.set_mode(SSL.MODE_RELEASE_BUFFERS)  # idle sessions keep no TLS buffers
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = minimum_version(config.get("l7r.options.SSL_version"))
+    # compression is off by default; renegotiation only costs us (and is an attack surface)
+    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    # a TCP end without a close_notify is a loss, not a close (Python sets the opposite)
+    context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    cert, key = _material(config, "cert"), _material(config, "key")
+    directory = tempfile.mkdtemp(prefix="qvd-l7r-tls-")  # mode 0700: the key stays ours
     try:
-        context.set_cipher_list(config.get("l7r.options.SSL_cipher_list").encode("ascii"))
-        context.use_certificate(x509.load_pem_x509_certificate(_material(config, "cert")))
-        context.use_privatekey(serialization.load_pem_private_key(_material(config, "key"),
-                                                                  password=None))
-        context.check_privatekey()
-    except (SSL.Error, crypto.Error, ValueError, TypeError) as e:
-        raise TLSConfigError(f"unusable L7R TLS certificate, key or ciphers: {e}") from None
-    if config.get_bool("l7r.client.cert.require"):
-        _require_client_certificates(config, context)
+        try:
+            context.set_ciphers(config.get("l7r.options.SSL_cipher_list"))
+            context.load_cert_chain(_file(directory, "cert.pem", cert),
+                                    _file(directory, "key.pem", key))
+        except (ssl.SSLError, ValueError) as e:
+            raise TLSConfigError(f"unusable L7R TLS certificate, key or ciphers: {e}") from None
+        if config.get_bool("l7r.client.cert.require"):
+            _require_client_certificates(config, context, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
     return context
 
 
-def _require_client_certificates(config: Config, context: SSL.Context) -> None:
+def _file(directory: str, name: str, pem: Optional[bytes]) -> str:
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem or b"")
+    return path
+
+
+def _require_client_certificates(config: Config, context: ssl.SSLContext,
+                                 directory: str) -> None:
     ca = _material(config, "ca")
     if ca is None:
         raise TLSConfigError("l7r.client.cert.require = 1 needs a CA: set l7r.ssl.ca"
                              " (qa config ssl ca=FILE) or create path.l7r.ssl.ca")
-    store = context.get_cert_store()
     try:
-        for certificate in x509.load_pem_x509_certificates(ca):
-            store.add_cert(crypto.X509.from_cryptography(certificate))
+        context.load_verify_locations(cafile=_file(directory, "ca.pem", ca))
         crl = _material(config, "crl")
         if crl is not None:
-            store.add_crl(x509.load_pem_x509_crl(crl))
-            store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
-    except (crypto.Error, ValueError) as e:
+            context.load_verify_locations(cafile=_file(directory, "crl.pem", crl))
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    except (ssl.SSLError, ValueError) as e:
         raise TLSConfigError(f"unusable L7R client CA or CRL: {e}") from None
-    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: args[-1])
-
-
-class L7RContextFactory(ContextFactory):
-    """Twisted's view of the context, built once at start (errors stop the start)."""
-
-    isClient = 0
-
-    def __init__(self, config: Config):
-        self._context = build_context(config)
-
-    def getContext(self) -> SSL.Context:
-        return self._context
+    context.verify_mode = ssl.CERT_REQUIRED

@@ -50,7 +50,9 @@ class ScriptedL7R:
         self.requests.append(request)
         if request.path == "/qvd/list_of_vm":
             return Response(200, json.dumps(VMS).encode(), "application/json")
-        for step in ("Starting virtual machine", "Connection established"):
+        # a step's line comes again while the L7R waits (l7r.progress.interval)
+        for step in ("Starting virtual machine", "Starting virtual machine",
+                     "Connection established"):
             request.channel.processing([("X-QVD-VM-Info", step)])
         return SwitchProtocols([("X-QVD-Slave-Key", "k" * 64)], Shouter())
 
@@ -77,6 +79,7 @@ class PipeTests(unittest.TestCase):
         self.assertEqual(code, 0, client.stderr)
         self.assertEqual(client.out, b"early;PING\n")
         self.assertIn("Starting virtual machine\nConnection established\n", client.stderr)
+        self.assertEqual(client.stderr.count("Starting virtual machine"), 1, "shown once")
 
         listing, connect = l7r.requests
         self.assertEqual(listing.path, "/qvd/list_of_vm")

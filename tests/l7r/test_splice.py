@@ -74,6 +74,10 @@ class SpliceTests(unittest.TestCase):
         yield connectProtocol(
             TCP4ClientEndpoint(reactor, "127.0.0.1", self.front_port.getHost().port), self.client)
 
+    def buffered(self, front: Any) -> int:
+        """Bytes the client's transport holds (Twisted's TCP transport here)."""
+        return len(front.dataBuffer) + sum(map(len, front._tempDataBuffer))
+
     def tearDown(self) -> None:
         for peer in (self.client, self.vm_peer):
             if peer.transport is not None:
@@ -109,9 +113,8 @@ class SpliceTests(unittest.TestCase):
                 break
             yield task.deferLater(reactor, 0.01, lambda: None)
         self.assertNotIn(vm_socket, reactor.getReaders(), "the VM side was never paused")
-        front = self.client_end.transport
-        buffered = len(front.dataBuffer) + sum(map(len, front._tempDataBuffer))
-        self.assertLess(buffered, 4 << 20, "the L7R buffered what the client could not take")
+        self.assertLess(self.buffered(self.client_end.transport), 4 << 20,
+                        "the L7R buffered what the client could not take")
         self.client.transport.resumeProducing()
         self.assertEqual(len((yield self.client.until(size))), size)
 

@@ -21,6 +21,7 @@ from qvd.pgcluster import free_port
 from tests.support.waiting import poll_blocking
 from tests.support.postgres import drop_database, new_database
 from tests.support.paths import ROOT, TWISTD
+from tests.support.rawclient import split_response
 
 
 
@@ -55,9 +56,16 @@ def list_of_vm(port: int, credentials: str) -> tuple[int, int]:
 
 
 def ping(port: int) -> bytes:
+    """The whole answer to one ping (its head and body may come in separate segments)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET /qvd/ping HTTP/1.1\n\n")
-        return s.recv(4096)
+        answer = b""
+        while split_response(answer) is None:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
 
 
 class WorkerTests(unittest.TestCase):

@@ -22,7 +22,7 @@ from twisted.internet import defer, reactor
 from qvd.certificates import write_self_signed
 from qvd.daemon import NodeDaemon, prepare
 from qvd.l7r.service import L7RService
-from qvd.l7r.tls import L7RContextFactory
+from qvd.l7r.tls import server_context
 from tests.support.admin import qa
 from tests.support.postgres import drop_database, new_database
 from tests.support.rawclient import WAIT, Malformed, Reply, connect, split_response
@@ -93,7 +93,7 @@ def start_l7r(testcase: Any, node: Node,
     """Start the node's L7R (stopped at cleanup); fires with the node once it listens."""
     config, host_id = prepare(node.conf, "qvd-l7r")
     daemon = NodeDaemon(config, host_id, "qvd-l7r", reactor)
-    service = L7RService(daemon, tls=L7RContextFactory(config) if tls else None)
+    service = L7RService(daemon, tls=server_context(config) if tls else None)
     service.setServiceParent(daemon)
     daemon.startService()
     testcase.addCleanup(daemon.stopService)
@@ -101,6 +101,18 @@ def start_l7r(testcase: Any, node: Node,
     yield service.ready
     node.service = service
     return node
+
+
+@defer.inlineCallbacks
+def start_tls_fixture(testcase: Any, extra_conf: str = "") -> Generator[Any, Any, tuple[Node, str]]:
+    """An L7R serving TLS on the fixture of ``protocols/l7r-http.md``: (node, the
+    certificate path for clients to verify it with)."""
+    node = make_node(testcase, extra_conf, register=False)
+    cert, key = self_signed(os.path.dirname(node.conf))
+    with open(node.conf, "a") as f:
+        f.write("l7r.use_ssl = 1\n" + tls_conf(cert, key))
+    apply_fixture(node)
+    return (yield start_l7r(testcase, node, tls=True)), cert
 
 
 # -- TLS ---------------------------------------------------------------------------------------

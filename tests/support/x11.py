@@ -11,6 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from tests.support.paths import scratch_dir
 from tests.support.processes import Child
+from tests.support.waiting import poll_blocking
 
 
 @inlineCallbacks
@@ -21,6 +22,24 @@ def start_xvfb(testcase, *extra: str):
     xvfb = Child(testcase, argv, {}, fd3=True, stop_signal="TERM")  # TERM: it removes its lock
     number = yield xvfb.protocol.fd3
     return ":" + number.decode().strip()
+
+
+# twm places new windows itself (its default waits for a click, holding a server grab)
+TWMRC = 'RandomPlacement\nUsePPosition "on"\nNoTitle\n'
+
+
+@inlineCallbacks
+def start_window_manager(testcase, display: str):
+    """twm on ``display`` (stopped at cleanup), once it manages the screen: on a screen
+    without a window manager nxagent goes fullscreen and ignores the size asked for."""
+    home = scratch_dir(testcase)
+    with open(os.path.join(home, ".twmrc"), "w") as f:
+        f.write(TWMRC)
+    twm = Child(testcase, ["/usr/bin/twm"], {"DISPLAY": display, "HOME": home})
+    yield poll_blocking(lambda: subprocess.run(["xprop", "-root", "-display", display],
+                                               capture_output=True, text=True).stdout,
+                        lambda props: "_MIT_PRIORITY_COLORS" in props, 20, "twm managing " + display)
+    return twm
 
 
 def start_nxproxy(testcase, x_display: str, nx_display: int) -> Child:

@@ -81,6 +81,7 @@ class Authenticator:
 
     def close(self) -> None:
         self.throttle.close()
+        self.plugins.close()
 
     # -- hooks around requests -----------------------------------------------------------
     def before_list_of_vms(self, auth: Auth) -> defer.Deferred[None]:

@@ -41,7 +41,9 @@ def plugin_names(config: Config, tenant_id: int) -> list[str]:
 
 
 class Plugins:
-    """Plugin instances by name, built on first use and shared by every login."""
+    """Plugin instances by name, built on first use and shared by every login; each
+    tenant's chain is kept until the configuration is reloaded (a login asks for it
+    several times, and parsing three lists each time showed in the connect profile)."""
 
     def __init__(
         self, services: AuthServices, factories: Optional[Iterable[IAuthPluginFactory]] = None
@@ -49,10 +51,23 @@ class Plugins:
         self.services = services
         self._factories = None if factories is None else list(factories)
         self._built: dict[str, IAuthPlugin] = {}
+        self._chains: dict[int, Chain] = {}
+        services.config.add_observer(self._reloaded)
 
     def chain(self, tenant_id: int) -> Chain:
-        return Chain([(name, self._plugin(name))
-                      for name in plugin_names(self.services.config, tenant_id)])
+        chain = self._chains.get(tenant_id)
+        if chain is None:
+            chain = Chain([(name, self._plugin(name))
+                           for name in plugin_names(self.services.config, tenant_id)])
+            self._chains[tenant_id] = chain
+        return chain
+
+    def _reloaded(self, config: Config) -> None:
+        self._chains = {}
+
+    def close(self) -> None:
+        """No more logins: stop hearing about reloads."""
+        self.services.config.remove_observer(self._reloaded)
 
     def _plugin(self, name: str) -> IAuthPlugin:
         if name not in self._built:

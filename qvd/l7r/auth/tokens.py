@@ -27,8 +27,19 @@ TOKEN_LENGTH = 43  # 62**43 > 2**256
 TOKEN_LIFETIME = 86400  # seconds, as QVD 4
 
 
+def random_text(length: int, alphabet: str = TOKEN_ALPHABET) -> str:
+    """``length`` characters of ``alphabet``, uniformly, from one read of the system's
+    CSPRNG (not one read per character): bytes that would bias the choice are skipped."""
+    usable = 256 - 256 % len(alphabet)
+    chosen: list[str] = []
+    while len(chosen) < length:
+        chosen += [alphabet[byte % len(alphabet)] for byte in secrets.token_bytes(2 * length)
+                   if byte < usable]
+    return "".join(chosen[:length])
+
+
 def new_token() -> str:
-    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
+    return random_text(TOKEN_LENGTH)
 
 
 def token_header_value(raw: str) -> str:
