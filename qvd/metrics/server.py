@@ -81,12 +81,31 @@ class MetricsService(Service):
         return None
 
 
-def metrics_service(config: Config, prefix: str, reactor: Any,
-                    source: Callable[[], Snapshot]) -> Optional[MetricsService]:
-    """The listener ``<prefix>.metrics.*`` asks for; None while its port is 0."""
+def listen_address(config: Config, prefix: str) -> Optional[tuple[str, int]]:
+    """(address, port) of ``<prefix>.metrics.*``; None while the port is 0."""
     port = config.get_int(f"{prefix}.metrics.port")
     if port == 0:
         return None
     address = config.get(f"{prefix}.metrics.address").strip() or "127.0.0.1"
-    return MetricsService(reactor, "0.0.0.0" if address == "*" else address, port, source,
-                          prefix.upper())
+    return ("0.0.0.0" if address == "*" else address), port
+
+
+def metrics_service(config: Config, prefix: str, reactor: Any,
+                    source: Callable[[], Snapshot]) -> Optional[MetricsService]:
+    """The listener ``<prefix>.metrics.*`` asks for; None while its port is 0."""
+    where = listen_address(config, prefix)
+    if where is None:
+        return None
+    return MetricsService(reactor, where[0], where[1], source, prefix.upper())
+
+
+def announce(config: Config) -> str:
+    """Where a node's metrics are (for ``./run-node``): a line per daemon that serves them."""
+    lines = []
+    for prefix in ("l7r", "hkd"):
+        where = listen_address(config, prefix)
+        if where is not None:
+            host = "localhost" if where[0] in ("0.0.0.0", "127.0.0.1") else where[0]
+            lines.append(f"{prefix.upper()} metrics: http://{host}:{where[1]}/metrics")
+    return "\n".join(lines) or ("metrics: off (set l7r.metrics.port and hkd.metrics.port"
+                                " in node.conf to serve them)")
