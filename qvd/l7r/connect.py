@@ -333,7 +333,7 @@ class ConnectToVM:
         spliced = self.record.spliced(vm_end.transport)  # logs the start; the end below
 
         def ended(first: SpliceEnd) -> None:
-            spliced.ended("VM" if first is vm_end else "client")
+            spliced.ended("VM" if first is vm_end else "client", vm_end.gone.wait())
             sessions.release(session).addErrback(
                 lambda f: log.warn("cannot release VM {vm_id}: {error}",
                                    vm_id=session.vm_id, error=f.getErrorMessage()))

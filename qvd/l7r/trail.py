@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,6 +33,7 @@ from qvd.stream.tcpinfo import Tally
 log = Logger()
 
 SOURCE = "L7R"
+VM_SIDE_WAIT = 10.0  # seconds an ended session's VM side may take to flush and close
 # the administration API's status codes closest to each outcome (reference: API §1.5)
 WRONG_CREDENTIALS, INTERNAL, NO_DATABASE, FORBIDDEN = 3200, 1100, 2100, 4210
 NOT_FOUND, NO_HOST, CANNOT_START, INVALID = 1300, 5140, 5130, 6100
@@ -181,10 +183,16 @@ class SessionRecord:
                  login=self.login, vm_id=self.vm_id, vm_name=self.vm_name, client=connect.peer)
         connect._audit("vm_connect", 0)
 
-    def ended(self, closed_by: str) -> None:
-        """``closed_by``: ``client`` or ``VM``, the side that closed first."""
+    def ended(self, closed_by: str, vm_side_gone: defer.Deferred[None]) -> None:
+        """The session ended (``closed_by``: ``client`` or ``VM``, the side that closed
+        first); it is recorded once its VM side is closed too, every byte passed on
+        (or after ``VM_SIDE_WAIT`` seconds, if the VM does not take the last ones)."""
+        seconds = self.connect.trail.clock.seconds() - self.started
+        vm_side_gone.addTimeout(VM_SIDE_WAIT, self.connect.trail.clock)
+        vm_side_gone.addBoth(lambda _: self._record(closed_by, seconds))
+
+    def _record(self, closed_by: str, seconds: float) -> None:
         trail = self.connect.trail
-        seconds = trail.clock.seconds() - self.started
         counts = self.tally.read() if self.tally is not None else None
         from_client = counts.sent if counts else None
         to_client = counts.received if counts else None

@@ -20,6 +20,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from qvd.stream.once import Once
 from qvd.stream.sockets import tune
 
 
@@ -32,7 +33,8 @@ class SpliceEnd(Protocol):
     ``close`` replaces ``transport.loseConnection`` when this end's connection
     must be closed (the L7R's client side bounds how long a close may take).
     Once over, ``clean`` says whether the peer closed cleanly (a TLS
-    ``close_notify`` or a TCP FIN) rather than losing the connection.
+    ``close_notify`` or a TCP FIN) rather than losing the connection, and
+    ``gone`` has happened.
     """
 
     def __init__(self, partner: Optional["SpliceEnd"] = None,
@@ -47,6 +49,7 @@ class SpliceEnd(Protocol):
         self._done = False
         self._read_done = False
         self._write_done = False
+        self.gone = Once()  # this end's connection is closed (all it was given was written)
 
     def connectionMade(self) -> None:
         tune(self.transport)
@@ -115,6 +118,7 @@ class SpliceEnd(Protocol):
             return
         self.clean = reason is None or reason.check(ConnectionDone) is not None
         self._done = True
+        self.gone.fire()
         other = self.peer or self._partner
         if other is not None and not other._done and other.transport is not None:
             other.close()
