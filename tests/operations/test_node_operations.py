@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import ssl
 import urllib.request
@@ -18,16 +19,25 @@ from twisted.internet import defer, threads
 
 from qvd.pgcluster import free_port
 from tests.support.node import NodeTestCase
+from tests.support.paths import ROOT
 from tests.support.waiting import poll, poll_blocking
 
 PAYLOAD = b"NXPROXY-3.5.99\n"
 
 
+def page_of(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of ``http://127.0.0.1:<port>/metrics`` by (name, sorted labels)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+            for family in text_string_to_metric_families(page_of(port)) for s in family.samples}
+
+
+def family(name: str) -> str:
+    """A metric's family name, from the name of one of its samples."""
+    return re.sub(r"_(total|bucket|count|sum)$", "", name)
 
 
 class NodeOperationsTests(NodeTestCase):
@@ -121,6 +131,13 @@ class NodeOperationsTests(NodeTestCase):
         self.assertLess(hkd[("qvd_hkd_heartbeat_age_seconds", ())], 20)
         self.assertIn(("qvd_db_statement_retries_total", ()), hkd)
         self.assertNotIn(("qvd_l7r_processes_up", ()), hkd)
+        texts = yield threads.deferToThread(
+            lambda: [page_of(self.l7r_metrics), page_of(self.hkd_metrics)])
+        families = {f.name for text in texts for f in text_string_to_metric_families(text)}
+        for document in ("grafana-dashboard.json", "operating.md"):
+            with open(os.path.join(ROOT, "docs", document)) as f:
+                named = set(map(family, re.findall(r"\bqvd_(?:l7r|hkd|db)_[a-z_]+", f.read())))
+            self.assertEqual(named - families, set(), f"docs/{document} names what is not served")
 
         records = self.log_records()
         start, = [r for r in records if r["message"].startswith("session start:")]
