@@ -126,7 +126,8 @@ def observer(config: Config, twistd: Optional[Mapping[str, Any]]) -> Optional[IL
     lowest, fmt = level(config), log_format(config)
     if twistd.get("syslog"):
         from twisted.python.syslog import SyslogObserver
-        base: ILogObserver = LegacyLogObserverWrapper(SyslogObserver(twistd.get("prefix") or "").emit)
+        syslog = SyslogObserver(twistd.get("prefix") or "")
+        base: ILogObserver = LegacyLogObserverWrapper(syslog.emit)
     elif twistd.get("logfile"):
         name = twistd["logfile"]
         base = stream_observer(sys.stdout if name == "-" else LogFile.fromFullPath(name), fmt)

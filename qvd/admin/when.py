@@ -29,6 +29,11 @@ MONTHS = {name: number for number, names in enumerate(
 NAMED_TIMES = {"midnight": (0, 0), "noon": (12, 0), "teatime": (16, 0)}
 UNITS = {"minute": 60, "min": 60, "hour": 3600, "day": 86400, "week": 604800}
 NEVER = ("", "never", "none")
+# MMDD[CC]YY, MM/DD/[CC]YY, DD.MM.[CC]YY, [CC]YY-MM-DD: the pattern and its parts' order
+NUMERIC_DATES = ((r"(\d\d)(\d\d)(\d\d|\d{4})", "mdy"),
+                 (r"(\d\d?)/(\d\d?)/(\d\d|\d{4})", "mdy"),
+                 (r"(\d\d?)\.(\d\d?)\.(\d\d|\d{4})", "dmy"),
+                 (r"(\d\d|\d{4})-(\d\d?)-(\d\d?)", "ymd"))
 
 
 class WhenError(ValueError):
@@ -54,22 +59,11 @@ def _date(words: list[str], today: datetime.date) -> Optional[tuple[datetime.dat
             if len(words) > 2 and re.fullmatch(r"\d{4}", words[2]):
                 year, taken = int(words[2]), 3
             return datetime.date(year, MONTHS[word], int(words[1])), taken
-        match = re.fullmatch(r"(\d\d)(\d\d)(\d\d|\d{4})", word)
-        if match:
-            month, day, year = match.groups()
-            return datetime.date(_year(year), int(month), int(day)), 1
-        match = re.fullmatch(r"(\d\d?)/(\d\d?)/(\d\d|\d{4})", word)
-        if match:
-            month, day, year = match.groups()
-            return datetime.date(_year(year), int(month), int(day)), 1
-        match = re.fullmatch(r"(\d\d?)\.(\d\d?)\.(\d\d|\d{4})", word)
-        if match:
-            day, month, year = match.groups()
-            return datetime.date(_year(year), int(month), int(day)), 1
-        match = re.fullmatch(r"(\d\d|\d{4})-(\d\d?)-(\d\d?)", word)
-        if match:
-            year, month, day = match.groups()
-            return datetime.date(_year(year), int(month), int(day)), 1
+        for pattern, order in NUMERIC_DATES:
+            match = re.fullmatch(pattern, word)
+            if match:
+                parts = dict(zip(order, match.groups()))
+                return datetime.date(_year(parts["y"]), int(parts["m"]), int(parts["d"])), 1
     except ValueError as e:  # e.g. February 30
         raise WhenError(f"no such date: {' '.join(words)} ({e})") from None
     return None

@@ -71,7 +71,8 @@ def configuration(path: Optional[str]) -> tuple[Optional[Config], list[Finding]]
     missing = [key for key in MANDATORY if not config.get(key, default="").strip()]
     if missing:
         return config, [problem("configuration", f"{where}: {', '.join(missing)} not set",
-                                f"set {', '.join(missing)} in {config.path or '/etc/qvd/node.conf'}")]
+                                f"set {', '.join(missing)} in"
+                                f" {config.path or '/etc/qvd/node.conf'}")]
     try:
         for key in ("l7r.port", "l7r.metrics.port", "hkd.metrics.port"):
             config.get_int(key)

@@ -20,7 +20,7 @@ from twisted.internet import defer, threads
 from qvd.pgcluster import free_port
 from tests.support.node import NodeTestCase
 from tests.support.paths import ROOT
-from tests.support.waiting import poll, poll_blocking
+from tests.support.waiting import poll_blocking
 
 PAYLOAD = b"NXPROXY-3.5.99\n"
 
