@@ -10,7 +10,7 @@ import sys
 from typing import Any, Generator
 
 from twisted.internet import defer, reactor
-from twisted.logger import LogLevel, Logger, LogPublisher
+from twisted.logger import FilteringLogObserver, LogLevel, Logger, LogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -105,6 +105,9 @@ class DestinationTests(unittest.TestCase):
         os.makedirs(os.path.dirname(self.file))  # twistd --logfile does not create it
         self.assertIn("hello there", self.written(config, {"logfile": self.file}))
         self.assertIsNone(logs.observer(config, {"logger": "some.factory"}))
+        syslog = logs.observer(config, {"syslog": True, "prefix": "qvd-test", "nodaemon": True})
+        self.assertIsInstance(syslog, FilteringLogObserver, "syslog, behind log.level")
+        self.assertFalse(os.path.exists(config.get("log.filename")))
         self.assertIsNone(logs.observer(config, None), "not run by twistd")
 
     def test_an_unwritable_log_file_is_a_start_up_error(self) -> None:
