@@ -4,27 +4,38 @@ QVD 4's API writes a row to the ``log`` table for every login and for every
 change made through it; the WAT and ``log_get_list`` read them back.  Any
 part of the node that wants an event in that trail (API actions, L7R logins
 and connects, ``qa`` changes) builds an ``AuditEntry`` and writes it with
-``write`` (inside a caller's transaction) or ``record`` (a transaction of
-its own).  ``arguments`` are stored as JSON with every ``password`` value,
-at any depth, replaced by ``**********``.
+``write`` (inside a caller's transaction), ``record`` (a transaction of its
+own), ``write_now`` (a blocking psycopg2 cursor: ``qa``) or an
+``AuditQueue`` (batches written off the request path: the L7R's logins and
+connects).  ``arguments`` are stored as JSON with every secret, at any depth,
+replaced by ``**********``: values under a password or token key, and the
+value of a configuration key that names a secret (``auth.ldap.bindpass``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from twisted.internet import defer
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+log = Logger()
 
 HIDDEN = "**********"
-SECRET_KEYS = frozenset({"password", "passwd", "new_password"})
+SECRET_KEYS = frozenset({"password", "passwd", "new_password", "token", "auth_token",
+                         "secret", "sid"})
+SECRET_CONFIG = re.compile(r"pass|secret|token|salt|\.key$", re.IGNORECASE)
 
-INSERT = (
-    "INSERT INTO log (administrator_id, administrator_name, superadmin, tenant_id, tenant_name,"
-    " action, type_of_action, qvd_object, object_id, object_name, arguments, status, source,"
-    " ip, time) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, LOCALTIMESTAMP)"
-)
+COLUMNS = ("INSERT INTO log (administrator_id, administrator_name, superadmin, tenant_id,"
+           " tenant_name, action, type_of_action, qvd_object, object_id, object_name,"
+           " arguments, status, source, ip, time) VALUES ")
+ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, LOCALTIMESTAMP)"
+INSERT = COLUMNS + ROW
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,10 @@ def _cut(text: Optional[str]) -> Optional[str]:
 def scrub(value: Any) -> Any:
     """``value`` with every secret replaced, at any depth."""
     if isinstance(value, dict):
-        return {k: HIDDEN if k in SECRET_KEYS else scrub(v) for k, v in value.items()}
+        secret_value = isinstance(value.get("key"), str) and bool(
+            SECRET_CONFIG.search(value["key"]))
+        return {k: HIDDEN if k in SECRET_KEYS or (k == "value" and secret_value) else scrub(v)
+                for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v) for v in value]
     return value
@@ -83,3 +97,87 @@ def record(database: Any, entries: Iterable[AuditEntry]) -> defer.Deferred[None]
     if not entries:
         return defer.succeed(None)
     return database.run_interaction(write, entries)
+
+
+def write_now(cursor: Any, entries: Iterable[AuditEntry]) -> None:
+    """Insert ``entries`` with a blocking psycopg2 ``cursor``, in its transaction."""
+    for entry in entries:
+        cursor.execute(INSERT, entry.params())
+
+
+def _insert_batch(cursor: Any, batch: list[AuditEntry]) -> defer.Deferred[None]:
+    params = [value for entry in batch for value in entry.params()]
+    return cursor.execute(COLUMNS + ", ".join([ROW] * len(batch)), params)
+
+
+class AuditQueue(Service):
+    """Rows of busy paths, written a batch at a time every ``interval`` seconds.
+
+    A login or a connect must not wait for its audit row, nor fail with it: rows
+    wait here and go in one multi-row INSERT.  While QVD-DB is out of reach they
+    are kept, up to ``limit`` (the oldest go first, with a warning), and written
+    once it is back; stopping writes what is left.
+    """
+
+    BATCH = 500
+
+    def __init__(self, database: Any, clock: IReactorTime, interval: float = 0.5,
+                 limit: int = 20000):
+        self.database = database
+        self.clock = clock
+        self.interval = interval
+        self.limit = limit
+        self.pending: list[AuditEntry] = []
+        self.dropped = 0
+        self._loop: Optional[task.LoopingCall] = None
+        self._writing: Optional[defer.Deferred[None]] = None
+
+    def add(self, entry: AuditEntry) -> None:
+        self.pending.append(entry)
+        if len(self.pending) > self.limit:
+            excess = len(self.pending) - self.limit
+            del self.pending[:excess]
+            self.dropped += excess
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = task.LoopingCall(self.flush)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=False)
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        yield self.flush()
+        if self.pending:
+            log.warn("{n} audit rows could not be written before stopping", n=len(self.pending))
+
+    def flush(self) -> defer.Deferred[None]:
+        """Write what is pending (one write at a time); never fails."""
+        if self._writing is not None:
+            return self._writing
+        if not self.pending and not self.dropped:
+            return defer.succeed(None)
+        self._writing = self._flush()
+        self._writing.addBoth(self._written)
+        return self._writing
+
+    def _written(self, _: Any) -> None:
+        self._writing = None
+
+    @defer.inlineCallbacks
+    def _flush(self) -> Any:
+        if self.dropped:
+            log.warn("QVD-DB unreachable for long: {n} audit rows dropped", n=self.dropped)
+            self.dropped = 0
+        while self.pending:
+            batch = self.pending[:self.BATCH]
+            try:
+                yield self.database.run_interaction(_insert_batch, batch)
+            except Exception as e:
+                log.warn("cannot write {n} audit rows yet: {error}", n=len(self.pending), error=e)
+                return
+            written = {id(entry) for entry in batch}
+            self.pending = [entry for entry in self.pending if id(entry) not in written]

@@ -322,6 +322,10 @@ class Config:
     def tenants_in_db(self) -> list[int]:
         return sorted(self._db)
 
+    def in_file(self, key: str) -> bool:
+        """Whether node.conf itself sets ``key`` (not only the built-in defaults)."""
+        return key in self._file
+
     def fallback(self, key: str) -> Optional[str]:
         """What ``key`` is without the database: node.conf, else the built-in default."""
         return self._file.get(key, self._defaults.get(key))

@@ -110,7 +110,7 @@ class ConfigWatcher(Service):
                     waiter.callback(self.config)
         finally:
             self._loading = False
-        if error is not None:
+        if error is not None and self.running:  # a reload cut short by stopping: no retry
             self._retry_later(error)
 
     def _retry_later(self, error: Exception) -> None:

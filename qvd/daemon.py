@@ -17,10 +17,11 @@ from typing import Any, Generator, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from qvd import logs
 from qvd.config import Config, ConfigError
 from qvd.configwatch import ConfigWatcher
 from qvd.db import SCHEMA_VERSION, SCHEMA_VERSIONS, DatabaseError, connect_sync
@@ -78,6 +79,13 @@ def prepare(config_path: Optional[str], name: str,
     return config, rows[0][0]
 
 
+def for_twistd(daemon: "NodeDaemon", options: usage.Options) -> "NodeDaemon":
+    """``daemon`` logging where its ``log.*`` keys and twistd's options say (``qvd.logs``);
+    fails with ``ConfigError``."""
+    daemon.log_observer = logs.observer(daemon.config, logs.twistd_options(options))
+    return daemon
+
+
 def cannot_start(name: str, error: Exception) -> SystemExit:
     """What ``makeService`` raises for a known start-up failure: one line, no traceback."""
     return SystemExit(f"{name} cannot start: {error}")
@@ -100,6 +108,11 @@ class NodeDaemon(MultiService):
         self._watcher: Optional[ConfigWatcher] = None
         self._opened = False
         self._started = Once()
+        self.log_observer: Optional[ILogObserver] = None  # what twistd logs to (qvd.logs)
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        logs.offer(parent, self.log_observer)
 
     def started(self) -> defer.Deferred[None]:
         """Fires once the shared resources are up and the services started (or fails with

@@ -11,7 +11,7 @@ from __future__ import annotations
 from twisted.python import usage
 
 from qvd.api.service import APIService
-from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, prepare
+from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, for_twistd, prepare
 from qvd.daemon import Options as DaemonOptions
 from qvd.hkd.service import HKDService, prepare_hkd
 from qvd.l7r.service import L7RService
@@ -27,7 +27,7 @@ def makeService(options: usage.Options) -> NodeDaemon:
         config, host_id = prepare(options["config"], "qvd-node")
         prepare_hkd(config)
         tls = server_context(config) if config.get_bool("l7r.use_ssl") else None
-        daemon = NodeDaemon(config, host_id, "qvd-node")
+        daemon = for_twistd(NodeDaemon(config, host_id, "qvd-node"), options)
         HKDService(daemon).setServiceParent(daemon)
         L7RService(daemon, tls=tls).setServiceParent(daemon)
         if options["api"]:

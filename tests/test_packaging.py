@@ -39,7 +39,8 @@ class FreshInstallTests(unittest.TestCase):
             ".venv", "data", ".git", "build", "*.egg-info", "__pycache__"))
         self.run_in(f"{venv}/bin/pip", "install", "-q", "--disable-pip-version-check", source)
 
-        for script in ("qa", "qvd-deploy-db", "qvd-embedded", "qvd-client"):
+        for script in ("qa", "qvd-deploy-db", "qvd-embedded", "qvd-client", "qvd-doctor",
+                       "qvd-units"):
             self.assertIn("usage:", self.run_in(f"{venv}/bin/{script}", "--help"))
 
         db = new_database()
@@ -47,6 +48,10 @@ class FreshInstallTests(unittest.TestCase):
         conf = db.write_conf(self.scratch)
         self.run_in(f"{venv}/bin/qa", "-c", conf, "user", "new", "login=pkg,password=pw")
         self.assertIn("| pkg ", self.run_in(f"{venv}/bin/qa", "-c", conf, "user", "get"))
+        units = os.path.join(self.scratch, "units")  # the templates are package data
+        self.run_in(f"{venv}/bin/qvd-units", "install", "-c", conf, "--unit-dir", units,
+                    "--logrotate-dir", units, "--no-reload")
+        self.assertIn(f"ExecStart={venv}/bin/twistd", open(f"{units}/qvd-node.service").read())
 
         installed = self.run_in(f"{venv}/bin/python", "-c", LIST_PLUGINS).split()
         self.env["PYTHONPATH"] = ROOT

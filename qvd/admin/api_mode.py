@@ -10,6 +10,7 @@ login/password/tenant of the options or qa.conf.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -17,6 +18,9 @@ from qvd.admin.base import AdminError, Result
 from qvd.admin.command import Command
 from qvd.admin.filters import And, Compare, FilterError, Node, Not, Or, ValueList, ValueRange, parse
 from qvd.admin.remote import APIClient
+from qvd.admin.when import WhenError, parse_when
+
+EXPIRATIONS = ("expiration_soft", "expiration_hard")
 
 OBJECTS = ("vm", "user", "host", "osf", "di", "tenant", "role", "acl", "admin", "config", "log",
            "property")
@@ -214,6 +218,13 @@ class RemoteAdmin:
 
     def _set(self, command: Command) -> Result:
         values = self._named(command)
+        for key in EXPIRATIONS if command.obj == "vm" else ():
+            if key in values:  # at's formats, on this machine's clock as qa4 did
+                try:
+                    moment = parse_when(values[key], datetime.datetime.now())
+                except WhenError as e:
+                    raise AdminError(f"{key}: {e}") from None
+                values[key] = "" if moment is None else moment.isoformat(" ", "seconds")
         if command.obj == "config":
             answer = self.call("config_set", arguments=values)
             return Result(answer.get("total", 1))

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import psycopg2
 import psycopg2.errorcodes
 
+from qvd.admin.audit import Touched
 from qvd.admin.command import Command
 from qvd.admin.filters import FilterError, parse, to_sql
 from qvd.admin.objects import ObjectKind
@@ -21,8 +22,17 @@ from qvd.config import Config, parse_bool
 from qvd.passwords import SALT_KEY, qvd_hash
 
 
+INVALID_ARGUMENT = 6330  # the API's "Invalid argument value", what most refusals are
+INTERNAL, EXISTS, DEPENDENT_ITEMS = 1100, 7200, 7120
+
+
 class AdminError(Exception):
-    """A command that cannot be carried out; the message is shown as is."""
+    """A command that cannot be carried out; the message is shown as is, ``code`` (the
+    administration API's code for it) goes to the audit row."""
+
+    def __init__(self, message: str, code: int = INVALID_ARGUMENT):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -32,6 +42,7 @@ class Result:
     rows: list[list[Any]] = field(default_factory=list)
     created_id: Optional[int] = None
     text: Optional[str] = None  # shown above the table (not in JSON), e.g. a QR code
+    failures: dict[int, str] = field(default_factory=dict)  # objects named but not acted on
 
 
 def to_bool(name: str, value: str) -> bool:
@@ -61,6 +72,7 @@ class AdminBase:
     def __init__(self, conn, config: Config):
         self.conn = conn
         self.config = config
+        self.touched: list[Touched] = []  # what the running command acts on (its audit rows)
 
     def _where(self, kind: ObjectKind, text: str) -> tuple[str, list]:
         try:
@@ -69,10 +81,12 @@ class AdminBase:
             raise AdminError(str(e)) from None
 
     def _ids(self, cur, kind: ObjectKind, text: str) -> list[int]:
+        """The ids of the objects ``text`` selects (noted in ``touched``)."""
         where, params = self._where(kind, text)
-        cur.execute(f"SELECT {kind.id_sql} FROM {kind.source} WHERE {where}"
-                    f" ORDER BY {kind.id_sql}", params)
-        return [row[0] for row in cur.fetchall()]
+        cur.execute(f"SELECT {kind.id_sql}, {kind.fields[kind.label].sql} FROM {kind.source}"
+                    f" WHERE {where} ORDER BY {kind.id_sql}", params)
+        self.touched = [Touched(object_id, name) for object_id, name in cur.fetchall()]
+        return [target.id for target in self.touched]
 
     @staticmethod
     def _named(command: Command, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -156,11 +170,13 @@ def _quote(value: str) -> str:
     return f"'{value}'" if "'" not in value else f'"{value}"'
 
 
-def db_message(command: Command, error: psycopg2.Error) -> str:
+def db_error(command: Command, error: psycopg2.Error) -> AdminError:
     what = f"{command.obj} {command.action}"
     diag = error.diag
     if error.pgcode == psycopg2.errorcodes.FOREIGN_KEY_VIOLATION and command.action == "del":
-        return f"{what} refused: {diag.message_detail or diag.message_primary}"
+        return AdminError(f"{what} refused: {diag.message_detail or diag.message_primary}",
+                          DEPENDENT_ITEMS)
     detail = f": {diag.message_detail}" if diag.message_detail else ""
     primary = diag.message_primary or str(error).strip().splitlines()[0]
-    return f"{what} failed: {primary}{detail}"
+    code = EXISTS if error.pgcode == psycopg2.errorcodes.UNIQUE_VIOLATION else INTERNAL
+    return AdminError(f"{what} failed: {primary}{detail}", code)

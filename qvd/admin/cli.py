@@ -23,7 +23,8 @@ from qvd.admin.objects import KINDS
 from qvd.admin.ops import Admin, AdminError, Result
 from qvd.admin.remote import APIClient, APIUnreachable
 from qvd.config import Config, ConfigError
-from qvd.db import DatabaseError, connect_sync
+from qvd.admin.usage import usage
+from qvd.db import SCHEMA_VERSIONS, DatabaseError, connect_sync
 from qvd.db.configs import apply_configs_now
 
 EPILOG = """\
@@ -31,7 +32,8 @@ modes: without --api (and without qa.url in qa.conf) qa works directly on QVD-DB
        with node.conf's database credentials: for root on a node.  With --api URL
        it goes through the administration API as the administrator logged in
        ('qa --api URL login', or --login/--password/--tenant, or qa.conf).
-objects: {objects}; with --api also role, acl, admin, log, property
+objects: {objects}; with --api also role, acl, admin, property
+commands: usage [<command>], version
 actions: new, get, set, del, block, unblock, di tag/untag, config ssl,
          <object> <filters> set property k=v, get property, del property k,
          user <filter> totp new|del (TOTP second factor: secret, URI, QR code)
@@ -79,6 +81,8 @@ def render_json(result: Result) -> str:
     document: dict[str, Any] = {"total": result.total}
     if result.created_id is not None:
         document["id"] = result.created_id
+    if result.failures:
+        document["failures"] = {str(k): v for k, v in sorted(result.failures.items())}
     if result.columns:
         document["rows"] = [
             {c: _json_value(v) for c, v in zip(result.columns, row)} for row in result.rows
@@ -143,9 +147,7 @@ def _api_session(args: argparse.Namespace, conf: dict[str, str], stdout: TextIO,
         return 0
     command = parse_command(words)
     result = admin.run(command)
-    fmt = args.format or conf.get("qa.format", "table").lower()
-    render = {"json": render_json, "csv": render_csv}.get(fmt, render_table)
-    stdout.write(render(result))
+    _report(result, args.format or conf.get("qa.format", "table").lower(), stdout, stderr)
     return 0
 
 
@@ -168,9 +170,35 @@ def _login(client: APIClient, credentials: Credentials, stdout: TextIO) -> int:
     return 0
 
 
+def _usage(words: list[str], stdout: TextIO, stderr: TextIO) -> int:
+    try:
+        stdout.write(usage(words[1] if len(words) > 1 else None))
+    except ValueError as e:
+        print(f"qa: {e}", file=stderr)
+        return 2
+    return 0
+
+
+def _report(result: Result, fmt: Optional[str], stdout: TextIO, stderr: TextIO) -> None:
+    """The result, and (in table or CSV form) what it left alone and why, on stderr."""
+    render = {"json": render_json, "csv": render_csv}.get(fmt or "table", render_table)
+    stdout.write(render(result))
+    if render is not render_json:
+        for reason in result.failures.values():
+            print(f"qa: {reason}", file=stderr)
+
+
+def _schema_version(conn: Any) -> str:
+    with conn, conn.cursor() as cur:
+        cur.execute(SCHEMA_VERSIONS)
+        return ", ".join(row[0] for row in cur.fetchall()) or "none"
+
+
 def main(argv: Optional[Sequence[str]] = None, stdout: TextIO = sys.stdout,
          stderr: TextIO = sys.stderr) -> int:
     args = _parser().parse_args(argv)
+    if args.words and args.words[0] == "usage":
+        return _usage(args.words, stdout, stderr)
     conf = qaconf.read()
     args.url = args.url or conf.get("qa.url")
     if args.url:
@@ -182,8 +210,9 @@ def main(argv: Optional[Sequence[str]] = None, stdout: TextIO = sys.stdout,
         except (AdminError, APIUnreachable, EOFError) as e:
             print(f"qa: {e}", file=stderr)
             return 1
+    version = args.words == ["version"]
     try:
-        command = parse_command(args.words)
+        command = None if version else parse_command(args.words)
     except UsageError as e:
         print(f"qa: {e}", file=stderr)
         return 2
@@ -191,6 +220,9 @@ def main(argv: Optional[Sequence[str]] = None, stdout: TextIO = sys.stdout,
         config = Config.load(args.config)
         conn = connect_sync(config, "qa")
         try:
+            if command is None:
+                stdout.write(_schema_version(conn) + "\n")
+                return 0
             apply_configs_now(conn, config)  # DB values (e.g. the salt) win over node.conf
             result = Admin(conn, config).run(command)
         finally:
@@ -198,8 +230,7 @@ def main(argv: Optional[Sequence[str]] = None, stdout: TextIO = sys.stdout,
     except (AdminError, ConfigError, DatabaseError) as e:
         print(f"qa: {e}", file=stderr)
         return 1
-    render = {"json": render_json, "csv": render_csv}.get(args.format or "table", render_table)
-    stdout.write(render(result))
+    _report(result, args.format, stdout, stderr)
     return 0
 
 

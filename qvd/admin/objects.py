@@ -124,7 +124,8 @@ HOST = ObjectKind(
     name="host",
     table="hosts",
     alias="h",
-    source="hosts h JOIN host_runtimes r ON r.host_id = h.id",
+    source="hosts h JOIN host_runtimes r ON r.host_id = h.id"
+           " LEFT JOIN host_counters hc ON hc.host_id = h.id",
     fields={
         "id": _f("h.id", "int"),
         "name": _f("h.name"),
@@ -138,8 +139,17 @@ HOST = ObjectKind(
             "(SELECT count(*) FROM vm_runtimes x WHERE x.host_id = h.id"
             " AND x.user_state = 'connected')", "int"),
         "vms": _f("(SELECT count(*) FROM vm_runtimes x WHERE x.host_id = h.id)", "int"),
+        # host_counters: what the node's L7R counted since the host was created
+        "http_requests": _f("hc.http_requests", "int"),
+        "auth_attempts": _f("hc.auth_attempts", "int"),
+        "auth_ok": _f("hc.auth_ok", "int"),
+        "nx_attempts": _f("hc.nx_attempts", "int"),
+        "nx_ok": _f("hc.nx_ok", "int"),
+        "short_sessions": _f("hc.short_sessions", "int"),
     },
-    columns=("id", "name", "address", "blocked", "state", "vms", "vms_connected"),
+    columns=("id", "name", "address", "blocked", "state", "vms", "vms_connected",
+             "http_requests", "auth_attempts", "auth_ok", "nx_attempts", "nx_ok",
+             "short_sessions"),
     label="name",
     blocked_in=("host_runtimes", "host_id"),
     property_table="host_properties",
@@ -239,4 +249,32 @@ CONFIG = ObjectKind(
     label="key",
 )
 
-KINDS: dict[str, ObjectKind] = {k.name: k for k in (VM, USER, HOST, OSF, DI, TENANT, CONFIG)}
+LOG = ObjectKind(
+    name="log",
+    table="log",
+    alias="l",
+    source="log l",
+    fields={
+        "id": _f("l.id", "int"),
+        "time": _f("l.time", "timestamp"),
+        "admin_id": _f("l.administrator_id", "int"),
+        "admin_name": _f("l.administrator_name"),
+        "superadmin": _f("l.superadmin", "bool"),
+        "tenant_id": _f("l.tenant_id", "int"),
+        "tenant_name": _f("l.tenant_name"),
+        "action": _f("l.action"),
+        "type_of_action": _f("l.type_of_action"),
+        "qvd_object": _f("l.qvd_object"),
+        "object_id": _f("l.object_id", "int"),
+        "object_name": _f("l.object_name"),
+        "arguments": _f("l.arguments"),
+        "status": _f("l.status", "int"),
+        "source": _f("l.source"),
+        "ip": _f("l.ip"),
+    },
+    columns=("id", "time", "admin_name", "source", "ip", "action", "qvd_object", "object_name",
+             "status"),
+    label="object_name",
+)
+
+KINDS: dict[str, ObjectKind] = {k.name: k for k in (VM, USER, HOST, OSF, DI, TENANT, CONFIG, LOG)}

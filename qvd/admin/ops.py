@@ -9,22 +9,24 @@ properties, configuration rows and VM commands have modules of their own.
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 from typing import Callable
 
 import psycopg2
 
+from qvd import audit
+from qvd.admin.audit import entries
 from qvd.admin.base import (
-    AdminError, Result, db_message, filter_or_arguments, to_address, to_bool, to_int,
+    AdminError, Result, db_error, filter_or_arguments, to_address, to_bool, to_int,
 )
 from qvd.admin.command import Command
 from qvd.admin.configs import ConfigRowsMixin
 from qvd.admin.creation import CreationMixin
-from qvd.admin.objects import CONFIG, DI, KINDS, TENANT, USER, VM, ObjectKind
+from qvd.admin.objects import CONFIG, DI, KINDS, LOG, TENANT, USER, VM, ObjectKind
 from qvd.admin.properties import PropertiesMixin
 from qvd.admin.totp import TOTPEnrolmentMixin
 from qvd.admin.vmcontrol import VMControlMixin
+from qvd.admin.when import WhenError, parse_when
 from qvd.db import SERIALIZATION_FAILURE
 
 RETRIES = 5
@@ -88,15 +90,38 @@ class Admin(CreationMixin, PropertiesMixin, ConfigRowsMixin, VMControlMixin, TOT
             raise AdminError(
                 f"unknown object {command.obj!r}: expected one of {', '.join(KINDS)}")
         handler = self._handler(kind, command)
+        try:
+            return self._audited(handler, kind, command)
+        except AdminError as e:
+            self._audit_failure(command, e)
+            raise
+
+    def _audited(self, handler: Callable, kind: ObjectKind, command: Command) -> Result:
+        """The command and its audit rows in one transaction (re-run on 40001)."""
         for attempt in range(RETRIES):
+            self.touched = []
             try:
                 with self.conn, self.conn.cursor() as cur:
-                    return handler(cur, kind, command)
+                    result = handler(cur, kind, command)
+                    audit.write_now(cur, entries(command, self.touched,
+                                                 created_id=result.created_id))
+                    return result
             except psycopg2.Error as e:
                 if e.pgcode == SERIALIZATION_FAILURE and attempt < RETRIES - 1:
                     continue
-                raise AdminError(db_message(command, e)) from None
+                raise db_error(command, e) from None
         raise AssertionError("unreachable")
+
+    def _audit_failure(self, command: Command, error: AdminError) -> None:
+        """A refused change leaves a row too (its own transaction: the change's rolled back)."""
+        rows = entries(command, self.touched, status=error.code, error=str(error))
+        if not rows:
+            return
+        try:
+            with self.conn, self.conn.cursor() as cur:
+                audit.write_now(cur, rows)
+        except psycopg2.Error:
+            pass  # the refusal is what the administrator needs to see
 
     def _handler(self, kind: ObjectKind, command: Command) -> Callable:
         action = command.action
@@ -105,6 +130,8 @@ class Admin(CreationMixin, PropertiesMixin, ConfigRowsMixin, VMControlMixin, TOT
                 raise AdminError(f"{kind.name} objects have no custom properties")
             handlers = {"get": self._property_get, "set": self._property_set,
                         "del": self._property_del}
+        elif kind is LOG:
+            handlers = {"get": self._get}  # the audit trail is read-only
         elif kind is CONFIG:
             handlers = {"get": self._get, "set": self._config_set, "del": self._config_del,
                         "ssl": self._config_ssl}
@@ -155,18 +182,12 @@ class Admin(CreationMixin, PropertiesMixin, ConfigRowsMixin, VMControlMixin, TOT
                    object_id: int) -> tuple[str, tuple]:
         """SQL expression and parameters for one new column value."""
         if target.kind == "timestamp":
-            word = raw.strip().lower()
-            if word == "now":
-                return "now()", ()
-            if word == "tomorrow":
-                return "now() + interval '1 day'", ()
-            if word in ("", "none", "never"):
-                return "NULL", ()
+            cur.execute("SELECT LOCALTIMESTAMP")  # QVD-DB's clock: the HKD's too
             try:
-                return "%s", (datetime.datetime.fromisoformat(raw.strip()),)
-            except ValueError:
-                raise AdminError(f"{name} must be now, tomorrow or a date/time"
-                                 f" like 2026-12-31T18:00, not {raw!r}") from None
+                moment = parse_when(raw, cur.fetchone()[0])
+            except WhenError as e:
+                raise AdminError(f"{name}: {e}") from None
+            return ("NULL", ()) if moment is None else ("%s", (moment,))
         if target.kind == "int":
             return "%s", (to_int(name, raw),)
         if target.kind == "bool":

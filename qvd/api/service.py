@@ -23,7 +23,7 @@ from qvd.api.acls import CHANNEL as ACLS_CHANNEL
 from qvd.api.dispatch import API
 from qvd.api.web import LimitedRequest, Root
 from qvd.config import Config, ConfigError
-from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, prepare
+from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, for_twistd, prepare
 from qvd.daemon import Options as DaemonOptions
 
 log = Logger()
@@ -148,7 +148,7 @@ def makeService(options: usage.Options) -> NodeDaemon:
     """``twistd qvd-api``: a daemon holding the API (on any machine with QVD-DB access)."""
     try:
         config, host_id = prepare(options["config"], "qvd-api", host=False)
-        daemon = NodeDaemon(config, host_id, "qvd-api")
+        daemon = for_twistd(NodeDaemon(config, host_id, "qvd-api"), options)
         APIService(daemon, port=options["port"], plain=bool(options["plain"])).setServiceParent(
             daemon)
     except (*STARTUP_ERRORS, ValueError) as e:

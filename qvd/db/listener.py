@@ -69,6 +69,7 @@ class Listener:
         self._retry: Optional[IDelayedCall] = None
         self._delay = initial_delay
         self._stopped = True
+        self.reconnects = 0  # LISTEN connections restored since start
 
     @property
     def connected(self) -> bool:
@@ -168,6 +169,7 @@ class Listener:
 
     def _reconnected(self, _: object) -> None:
         self._delay = self.initial_delay
+        self.reconnects += 1
         log.info("LISTEN connection to {db} restored", db=self.where)
         for handler in list(self._reconnect_handlers):
             try:

@@ -20,6 +20,7 @@ never hands out a connection known to be dead.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any, Callable, Generator, Optional
 
 import psycopg2
@@ -227,6 +228,15 @@ class _Pool(txpostgres.ConnectionPool):
         return self._run("runInteraction", *args, **kwargs)
 
 
+@dataclass(frozen=True)
+class PoolUsage:
+    """How busy the pool is now (the metrics, ``qvd.metrics.database``)."""
+
+    size: int
+    in_use: int
+    waiting: int  # calls queued for a free connection
+
+
 class Database:
     """The daemons' pool of QVD-DB connections.
 
@@ -257,6 +267,11 @@ class Database:
         )
         self._closed = False
         self._backoffs: set[defer.Deferred[None]] = set()
+        self.retries = 0  # statements re-run after 40001/40P01, since start
+
+    def usage(self) -> PoolUsage:
+        gate = self._pool._semaphore
+        return PoolUsage(gate.limit, gate.limit - gate.tokens, len(gate.waiting))
 
     def start(self) -> defer.Deferred[Database]:
         """Open every connection now, so a bad configuration shows at start-up."""
@@ -322,6 +337,7 @@ class Database:
                 or attempt >= self.attempts):
             return failure
         delay = random.uniform(BACKOFF / 2, BACKOFF) * 2**attempt
+        self.retries += 1
         log.debug(
             "transaction failed ({code}: {error}), retry {attempt} in {delay:.3f}s",
             code=error.pgcode, error=first_line(error), attempt=attempt, delay=delay,

@@ -47,6 +47,10 @@ class Heartbeat(Periodic):
         self.first = Once()
         self._last_ok: float = ctx.reactor.seconds()
 
+    def age(self) -> float:
+        """Seconds since the last heartbeat that reached QVD-DB (or since the start)."""
+        return self.clock.seconds() - self._last_ok
+
     @defer.inlineCallbacks
     def _tick(self) -> Generator[defer.Deferred[Any], Any, None]:
         try:

@@ -10,6 +10,7 @@ from twisted.internet import defer
 from qvd.config import Config
 from qvd.db.pool import Database
 from qvd.hkd.hypervisor import IHypervisor
+from qvd.metrics.hkd import HKDMetrics
 
 HEAVY_KEY = "internal.hkd.max_heavy"
 
@@ -35,6 +36,10 @@ class HeavyLimit:
         self.held -= 1
         self._admit()
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
     def resize(self, limit: int) -> None:
         self.limit = limit
         self._admit()
@@ -53,6 +58,7 @@ class HKDContext:
     host_id: int
     hypervisor: IHypervisor
     heavy: HeavyLimit = field(init=False)
+    metrics: HKDMetrics = field(default_factory=HKDMetrics)
 
     def __post_init__(self) -> None:
         self.heavy = HeavyLimit(max(1, self.config.get_int(HEAVY_KEY)))

@@ -23,7 +23,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from qvd.config import Config
-from qvd.daemon import STARTUP_ERRORS, NodeDaemon, StartError, cannot_start, prepare
+from qvd.daemon import (STARTUP_ERRORS, NodeDaemon, StartError, cannot_start, for_twistd,
+                        prepare)
 from qvd.daemon import Options
 from qvd.db import hosts, runtimes
 from qvd.hkd import agents
@@ -32,6 +33,9 @@ from qvd.hkd.fleet import Fleet
 from qvd.hkd.commands import CommandError
 from qvd.hkd.hypervisor import LaunchError, check_hypervisor, make_hypervisor
 from qvd.hkd.periodic import Periodic
+from qvd.metrics.database import DatabaseCollector
+from qvd.metrics.server import metrics_service
+from qvd.metrics.snapshot import take
 from qvd.stream.once import Once
 
 log = Logger()
@@ -107,6 +111,7 @@ class HKDService(MultiService):
         yield self._set_host_state("starting")
         heartbeat = agents.Heartbeat(ctx, self._fence, self._fatal)
         heartbeat.setServiceParent(self)
+        self._serve_metrics(heartbeat)
         yield heartbeat.first.wait()
         unfinished = yield runtimes.unfinished_vms(db, self.host_id)
         for vm_id in (yield ctx.hypervisor.reap_strays({vm.vm_id for vm in unfinished})):
@@ -125,6 +130,18 @@ class HKDService(MultiService):
         self._vm_commands.setServiceParent(self)
         log.info("HKD running as host {host_id} ({hypervisor} hypervisor)", host_id=self.host_id,
                  hypervisor=ctx.hypervisor.name)
+
+    def _serve_metrics(self, heartbeat: agents.Heartbeat) -> None:
+        """``hkd.metrics.*``: this HKD's metrics (``qvd.metrics.hkd``) on its admin listener."""
+        ctx, fleet = self.ctx, self.fleet
+        assert ctx is not None and fleet is not None
+        ctx.metrics.registry.register(DatabaseCollector(ctx.db, self.daemon.listener))
+        ctx.metrics.watch(lambda: [handler.state for handler in fleet.handlers.values()],
+                          lambda: (ctx.heavy.held, ctx.heavy.waiting), heartbeat.age)
+        server = metrics_service(self.config, "hkd", self.reactor,
+                                 lambda: take(ctx.metrics.registry))
+        if server is not None:
+            server.setServiceParent(self)
 
     @defer.inlineCallbacks
     def _set_host_state(self, state: str) -> Generator[defer.Deferred[Any], Any, None]:
@@ -217,8 +234,8 @@ def makeService(options: usage.Options) -> NodeDaemon:
     try:
         config, host_id = prepare(options["config"], "qvd-hkd")
         prepare_hkd(config)
+        daemon = for_twistd(NodeDaemon(config, host_id, "qvd-hkd"), options)
     except STARTUP_ERRORS as e:
         raise cannot_start("qvd-hkd", e) from None
-    daemon = NodeDaemon(config, host_id, "qvd-hkd")
     HKDService(daemon).setServiceParent(daemon)
     return daemon

@@ -149,7 +149,7 @@ class VMHandler:
     def _attach(self) -> None:
         assert self.instance is not None
         self._vma = VMAClient(self.ctx.reactor, self.ctx.config, self.instance.address,
-                              self.instance.ports["vma"])
+                              self.instance.ports["vma"], self.ctx.metrics.vma_rpc_failed)
         self.instance.when_exited().addCallback(lambda _: self.post("exited"))
 
     @defer.inlineCallbacks

@@ -26,15 +26,21 @@ Param = tuple[str, Optional[str]]
 class VMAClient:
     """SimpleRPC to one VMA with the HKD's timeout and retry settings."""
 
-    def __init__(self, reactor: Any, config: Config, address: str, port: int):
+    def __init__(self, reactor: Any, config: Config, address: str, port: int,
+                 failed: Callable[[str], None] = lambda method: None):
         self.clock: IReactorTime = reactor
         self.retries = config.get_int("internal.hkd.agent.rpc.retry.count")
         self.retry_delay = config.get_float("internal.hkd.agent.rpc.retry.delay")
+        self.failed = failed  # told the method of each call that fails (the metrics)
         self._rpc = SimpleRPCClient(
             reactor, address, port, config.get_float("internal.hkd.agent.rpc.timeout"))
 
     def call_once(self, method: str, params: Sequence[Param] = ()) -> defer.Deferred[Any]:
-        return self._rpc.call(method, list(params))
+        def count(failure: Any) -> Any:
+            self.failed(method)
+            return failure
+
+        return self._rpc.call(method, list(params)).addErrback(count)
 
     @defer.inlineCallbacks
     def call(self, method: str, params: Sequence[Param] = ()) -> Any:
@@ -42,7 +48,7 @@ class VMAClient:
         attempt = 0
         while True:
             try:
-                return (yield self._rpc.call(method, list(params)))
+                return (yield self.call_once(method, params))
             except Exception as e:
                 if attempt >= self.retries:
                     raise

@@ -91,6 +91,7 @@ class ConnectToVM:
         self.vm_end: Optional[SpliceEnd] = None
         self.progress = Progress(request.channel, ctx.reactor,
                                  self.config.get_float("l7r.progress.interval"))
+        self.record = ctx.trail.connect(request.channel.peer)  # log, audit, metrics
 
     def info(self, text: str) -> None:
         self.progress.say(text)
@@ -110,14 +111,16 @@ class ConnectToVM:
         checks = self.ctx.checks
         node = yield checks.node(counted=True)
         self.host_id, self.host_address = node.id, node.address
-        auth = yield checks.authenticate(self.request)
+        self.record.enter("auth")
+        auth = self.record.auth = yield checks.authenticate(self.request)
+        self.record.enter(None)
         checks.usable(node, check_state=False)
         headers = self.request.headers
         if headers.get("Connection") != "Upgrade" or headers.get("Upgrade") != "QVD/1.0":
             raise HTTPError(426)
         vm_id = checks.vm_id(self.request)
         client_params = self.client_params()
-        vm = yield checks.vm(vm_id, auth)
+        vm = self.record.vm = yield checks.vm(vm_id, auth)
         if vm.blocked:
             raise HTTPError(403, "The requested virtual machine is offline for maintenance")
         key = slave_key()
@@ -166,15 +169,20 @@ class ConnectToVM:
         self.session.token = token
         host_id = vm.host_id
         if host_id is None:
+            self.record.enter("host_assignment")
             host_id = yield self.assign_host(vm)
+            self.record.enter(None)
         self.check_abort()
         yield self.ctx.authenticator.before_connect_to_vm(auth)
+        self.record.enter("vm_start")
         vm = yield self.start_vm(vm, host_id)
+        self.record.enter("x_start")
         params = yield self.x_params(vm, auth, client_params, token, key)
         yield self.x_start(vm, params)
         yield self.wait_for_x(vm)
+        self.record.enter("nx_connect")
         yield self.connect_x(vm)
-        return self.switch(vm, auth, key)
+        return self.switch(key)
 
     @defer.inlineCallbacks
     def reread(self, vm_id: int) -> Generator[Any, Any, VMRow]:
@@ -364,17 +372,14 @@ class ConnectToVM:
         self.check_abort()
 
     # steps 17-19
-    def switch(self, vm: VMRow, auth: Any, key: str) -> SwitchProtocols:
+    def switch(self, key: str) -> SwitchProtocols:
         self.info("Connection established")
         session, vm_end = self.session, self.vm_end
         sessions, clock = self.ctx.sessions, self.ctx.reactor
-        log.info("{login} connected to VM {vm_id} at {address}:{port}", login=auth.login,
-                 vm_id=vm.id, address=vm.vm_address, port=vm.x_port)
+        spliced = self.record.spliced(vm_end.transport)  # logs the start; the end below
 
-        def ended(first: SpliceEnd) -> None:
-            log.info("session on VM {vm_id} ended after {seconds:.1f} s: the {side} closed first",
-                     vm_id=session.vm_id, seconds=clock.seconds() - session.spliced_at,
-                     side="VM" if first is vm_end else "client")
+        def ended(_: SpliceEnd) -> None:
+            spliced.ended("VM" if vm_end.stopped_first else "client", vm_end.gone.wait())
             sessions.release(session).addErrback(
                 lambda f: log.warn("cannot release VM {vm_id}: {error}",
                                    vm_id=session.vm_id, error=f.getErrorMessage()))

@@ -27,6 +27,8 @@ from qvd.l7r.checks import Checks
 from qvd.l7r.connect import ConnectToVM
 from qvd.l7r.errors import HTTPError, Unavailable, unauthorized
 from qvd.l7r.sessions import SessionRegistry
+from qvd.l7r.trail import Trail
+from qvd.metrics.l7r import L7RMetrics
 from qvd.polling import poll_until
 
 log = Logger()
@@ -46,8 +48,11 @@ class L7RContext:
     sessions: SessionRegistry
     nodename: str
     reactor: Any  # IReactorTCP + IReactorTime
+    trail: Optional[Trail] = None  # what connects leave behind (none: metrics only)
 
     def __post_init__(self) -> None:
+        if self.trail is None:
+            self.trail = Trail(L7RMetrics(), None, self.reactor)
         self.checks = Checks(self.config, self.database, self.authenticator, self.nodename)
 
 
@@ -182,4 +187,5 @@ class L7RHandler:
         return stopped
 
     def connect_to_vm(self, request: Request) -> defer.Deferred:
-        return ConnectToVM(self.ctx, request).run()
+        connect = ConnectToVM(self.ctx, request)
+        return connect.run().addBoth(connect.record.recorded)

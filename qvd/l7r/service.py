@@ -21,7 +21,8 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python import usage
 
-from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, prepare
+from qvd.audit import AuditQueue
+from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, for_twistd, prepare
 from qvd.daemon import Options as DaemonOptions
 from qvd.http.head import Limits
 from qvd.http.server import QVDHTTPServerFactory, Timeouts
@@ -29,7 +30,12 @@ from qvd.l7r.auth import Authenticator
 from qvd.l7r.handler import L7RContext, L7RHandler
 from qvd.l7r.sessions import SessionRegistry
 from qvd.l7r.tls import TLSConfigError, server_context
+from qvd.l7r.trail import Trail
 from qvd.l7r.workers import ParentPipe, WorkerPool
+from qvd.metrics.database import DatabaseCollector
+from qvd.metrics.l7r import L7RMetrics, first_process_metrics
+from qvd.metrics.relay import ReportSender, WorkerReports
+from qvd.metrics.server import metrics_service
 from qvd.stream.transport import StreamPort
 
 log = Logger()
@@ -76,6 +82,8 @@ class L7RService(MultiService):
         self.port: Optional[interfaces.IListeningPort] = None
         self.sessions: Optional[SessionRegistry] = None
         self.authenticator: Optional[Authenticator] = None
+        self.metrics = L7RMetrics()
+        self.audit: Optional[AuditQueue] = None
         self.ready: defer.Deferred = defer.Deferred()
 
     def startService(self) -> None:
@@ -85,14 +93,19 @@ class L7RService(MultiService):
     @defer.inlineCallbacks
     def _boot(self) -> Generator[defer.Deferred[Any], Any, None]:
         daemon, config, reactor = self.daemon, self.daemon.config, self.daemon.reactor
+        self.audit = AuditQueue(daemon.database, reactor)
+        self.audit.startService()
+        self.metrics.registry.register(DatabaseCollector(daemon.database, daemon.listener))
+        trail = Trail(self.metrics, self.audit, reactor)
         sessions = SessionRegistry(config, daemon.database, daemon.listener, daemon.host_id,
                                    reactor)
         sessions.setServiceParent(self)
         yield sessions.started
         self.sessions = sessions
-        self.authenticator = Authenticator(config, daemon.database, daemon.host_id, clock=reactor)
+        self.authenticator = Authenticator(config, daemon.database, daemon.host_id, clock=reactor,
+                                           trail=trail)
         context = L7RContext(config, daemon.database, self.authenticator, sessions,
-                             config.get("nodename"), reactor)
+                             config.get("nodename"), reactor, trail)
         factory = QVDHTTPServerFactory(L7RHandler(context), reactor, Limits(),
                                        Timeouts(head=config.get_float("l7r.timeout.head"),
                                                 idle=config.get_float("l7r.timeout.idle"),
@@ -103,10 +116,17 @@ class L7RService(MultiService):
         log.info("L7R listening on {address}:{port} ({tls})", address=config.get("l7r.address"),
                  port=self.port.getHost().port, tls="TLS" if self.tls else "plain HTTP")
         processes = config.get_int("l7r.processes")
+        reports = WorkerReports()
         if self.worker:
             reactor.addReader(ParentPipe(reactor.stop))
+            if config.get_int("l7r.metrics.port"):
+                ReportSender(self.metrics.registry, reactor).setServiceParent(self)
         elif processes > 1:
-            WorkerPool(reactor, processes - 1, config.path).setServiceParent(self)
+            WorkerPool(reactor, processes - 1, config.path, reports=reports).setServiceParent(self)
+        server = None if self.worker else metrics_service(
+            config, "l7r", reactor, lambda: first_process_metrics(self.metrics, reports))
+        if server is not None:
+            server.setServiceParent(self)
 
     def _fatal(self, failure: Any) -> None:
         known = failure.check(*STARTUP_ERRORS, TLSConfigError, OSError)
@@ -125,19 +145,17 @@ class L7RService(MultiService):
         yield super().stopService()
         if self.authenticator is not None:
             self.authenticator.close()
-
-
-def l7r_daemon(config_path: Optional[str], worker: bool = False) -> NodeDaemon:
-    """``twistd qvd-l7r``: a daemon holding one L7R (worker processes hold one each)."""
-    try:
-        config, host_id = prepare(config_path, "qvd-l7r")
-        tls = server_context(config) if config.get_bool("l7r.use_ssl") else None
-    except (*STARTUP_ERRORS, TLSConfigError) as e:
-        raise cannot_start("qvd-l7r", e) from None
-    daemon = NodeDaemon(config, host_id, "qvd-l7r")
-    L7RService(daemon, tls=tls, worker=worker).setServiceParent(daemon)
-    return daemon
+        if self.audit is not None:  # last: the rows of the sessions just cut
+            yield self.audit.stopService()
 
 
 def makeService(options: usage.Options) -> NodeDaemon:
-    return l7r_daemon(options["config"], bool(options["worker"]))
+    """``twistd qvd-l7r``: a daemon holding one L7R (worker processes hold one each)."""
+    try:
+        config, host_id = prepare(options["config"], "qvd-l7r")
+        tls = server_context(config) if config.get_bool("l7r.use_ssl") else None
+        daemon = for_twistd(NodeDaemon(config, host_id, "qvd-l7r"), options)
+    except (*STARTUP_ERRORS, TLSConfigError) as e:
+        raise cannot_start("qvd-l7r", e) from None
+    L7RService(daemon, tls=tls, worker=bool(options["worker"])).setServiceParent(daemon)
+    return daemon

@@ -7,7 +7,7 @@ whose first process died (even by SIGKILL) sees its stdin pipe close and
 stops, so no orphan keeps serving the port unsupervised.  A worker's log
 events travel as JSON on its stdout to the first process, which publishes
 them to its own observers (``--logfile``, syslog or stdout) marked with the
-worker's number.
+worker's number; its metrics travel the same way (``qvd.metrics.relay``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from twisted.logger import (ILogObserver, Logger, eventFromJSON, globalLogPublis
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from qvd.metrics.relay import WorkerReports, is_report
 from qvd.stream.lines import LineSplitter
 
 log = Logger()
@@ -91,11 +92,13 @@ class WorkerPool(Service):
     name = "l7r-workers"
 
     def __init__(self, reactor: Any, count: int, config_path: Optional[str],
-                 publish: Callable[[dict[str, Any]], None] = globalLogPublisher):
+                 publish: Callable[[dict[str, Any]], None] = globalLogPublisher,
+                 reports: Optional[WorkerReports] = None):
         self.reactor = reactor
         self.count = count
         self.config_path = config_path
         self.publish = publish
+        self.reports = reports or WorkerReports()  # the workers' metrics (qvd.metrics.relay)
         self.workers: dict[int, _Worker] = {}
         self._failures: dict[int, int] = {}
 
@@ -126,10 +129,16 @@ class WorkerPool(Service):
         except (ValueError, KeyError, TypeError, AttributeError):  # not one of its records
             log.info("worker {slot}: {text}", slot=slot, text=text)
             return
+        if is_report(event):
+            self.reports.update(slot, event["metrics"])
+            return
         self.publish(event)
 
     def ended(self, worker: _Worker) -> None:
-        if self.workers.get(worker.slot) is not worker or not self.running:
+        if self.workers.get(worker.slot) is not worker:
+            return
+        self.reports.retire(worker.slot)
+        if not self.running:
             return
         failures = self._failures.get(worker.slot, 0)
         delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]

@@ -20,6 +20,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from qvd.stream.once import Once
 from qvd.stream.sockets import tune
 
 
@@ -32,7 +33,10 @@ class SpliceEnd(Protocol):
     ``close`` replaces ``transport.loseConnection`` when this end's connection
     must be closed (the L7R's client side bounds how long a close may take).
     Once over, ``clean`` says whether the peer closed cleanly (a TLS
-    ``close_notify`` or a TCP FIN) rather than losing the connection.
+    ``close_notify`` or a TCP FIN) rather than losing the connection, and
+    ``gone`` has happened.  ``stopped_first`` marks the end whose peer stopped
+    sending (or went) before the other's: who ended the session, even when the
+    other connection is the first to close completely.
     """
 
     def __init__(self, partner: Optional["SpliceEnd"] = None,
@@ -41,12 +45,14 @@ class SpliceEnd(Protocol):
         self.peer: Optional[SpliceEnd] = None
         self.ended = ended
         self.clean = False
+        self.stopped_first = False
         self._partner = partner
         self._close = close
         self._early: list[bytes] = []
         self._done = False
         self._read_done = False
         self._write_done = False
+        self.gone = Once()  # this end's connection is closed (all it was given was written)
 
     def connectionMade(self) -> None:
         tune(self.transport)
@@ -90,6 +96,7 @@ class SpliceEnd(Protocol):
     def readConnectionLost(self) -> None:
         """Our peer stopped sending: tell the other side (half-close if it can)."""
         self._read_done = True
+        self._note_stop()
         other = self.peer
         if other is None:
             self.close()
@@ -105,6 +112,11 @@ class SpliceEnd(Protocol):
     def writeConnectionLost(self) -> None:
         """Our own half-close went out; the other direction keeps flowing."""
 
+    def _note_stop(self) -> None:
+        other = self.peer or self._partner
+        if other is None or not other.stopped_first:
+            self.stopped_first = True
+
     def _close_when_done(self) -> None:
         """A half-closed socket stays open until both directions are over."""
         if self._read_done and self._write_done and not self._done:
@@ -115,6 +127,8 @@ class SpliceEnd(Protocol):
             return
         self.clean = reason is None or reason.check(ConnectionDone) is not None
         self._done = True
+        self._note_stop()
+        self.gone.fire()
         other = self.peer or self._partner
         if other is not None and not other._done and other.transport is not None:
             other.close()

@@ -8,10 +8,11 @@ from typing import Optional
 from twisted.application import service
 from twisted.internet import interfaces
 from twisted.internet.defer import DeferredList, inlineCallbacks
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
-from qvd.config import Config
+from qvd import logs
+from qvd.config import Config, ConfigError
 from qvd.http.server import QVDHTTPServerFactory
 from qvd.http.simplerpc import SimpleRPCHandler
 from qvd.vma import spawn
@@ -40,6 +41,11 @@ class VMAService(service.Service):
         methods = VMAMethods(self.session, self.hooks, reactor, self.power_off)
         self.factory = QVDHTTPServerFactory(SimpleRPCHandler(methods.methods()), reactor)
         self.port: Optional[interfaces.IListeningPort] = None
+        self.log_observer: Optional[ILogObserver] = None  # what twistd logs to
+
+    def setServiceParent(self, parent) -> None:
+        super().setServiceParent(parent)
+        logs.offer(parent, self.log_observer)
 
     def startService(self) -> None:
         for directory in {self.settings.run_dir, self.settings.log_dir}:
@@ -77,15 +83,21 @@ class VMAService(service.Service):
             self.reactor.stop()
 
 
-def load_settings(path: Optional[str]) -> VMASettings:
+def load_config(path: Optional[str]) -> Config:
     if path is None and os.path.exists(DEFAULT_CONFIG):
         path = DEFAULT_CONFIG
-    config = Config.load(path) if path else Config({}, None)
-    return VMASettings.from_config(config)
+    return Config.load(path) if path else Config({}, None)
 
 
 def makeService(options: Options) -> VMAService:
-    """Called by twistd (see twisted/plugins/qvd_services.py)."""
+    """Called by twistd (see twisted/plugins/qvd_services.py); logs where vma.conf's
+    ``log.*`` keys say, as QVD 4's VMA does (``qvd.logs``)."""
     from twisted.internet import reactor
 
-    return VMAService(load_settings(options["config"]), reactor)
+    try:
+        config = load_config(options["config"])
+        service = VMAService(VMASettings.from_config(config), reactor)
+        service.log_observer = logs.observer(config, logs.twistd_options(options))
+    except ConfigError as e:
+        raise SystemExit(f"qvd-vma cannot start: {e}") from None
+    return service

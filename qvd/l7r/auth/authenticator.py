@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Generator, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Generator, Iterable, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -37,6 +37,9 @@ from qvd.l7r.auth.interface import (
     Unauthorized, VMListing, VMRef,
 )
 from qvd.l7r.auth.throttle import Throttle, address_key
+
+if TYPE_CHECKING:
+    from qvd.l7r.trail import Trail
 
 log = Logger()
 
@@ -58,7 +61,8 @@ class Authenticator:
     """This L7R process's authentication: plugins, throttling and host counters.
 
     ``plugins`` replaces the ``twisted.plugin`` discovery of factories
-    (for embedding and tests); ``clock`` drives token expiry and throttling.
+    (for embedding and tests); ``clock`` drives token expiry and throttling;
+    ``trail`` records each login (``qvd.l7r.trail``; none: metrics only).
     """
 
     def __init__(
@@ -68,11 +72,17 @@ class Authenticator:
         host_id: int,
         clock: Optional[IReactorTime] = None,
         plugins: Optional[Iterable[IAuthPluginFactory]] = None,
+        trail: Optional["Trail"] = None,
     ):
         self.config = config
         self.database = database
         self.host_id = host_id
         self.clock = clock or default_reactor()
+        if trail is None:  # embedded or tested alone: metrics only (imported late: the
+            from qvd.l7r.trail import Trail  # trail reads this package's types)
+            from qvd.metrics.l7r import L7RMetrics
+            trail = Trail(L7RMetrics(), None, self.clock)
+        self.trail = trail
         self.throttle = Throttle(config, self.clock)
         self.plugins = Plugins(AuthServices(config, database, self.clock), plugins)
 
@@ -175,7 +185,10 @@ class Authenticator:
         split = yield chain.first("split_second_factor", auth, password)
         password, second = split if split is not None else (password, None)
         for name, plugin in chain:
-            if not (yield chain.call(name, plugin, "authenticate_basic", auth, auth.login, password)):
+            accepted = yield chain.call(name, plugin, "authenticate_basic", auth, auth.login,
+                                        password)
+            self.trail.checked(name, accepted)
+            if not accepted:
                 continue
             auth.params[USER_NAME_PARAM] = auth.login
             if second is not None and not (
@@ -194,7 +207,9 @@ class Authenticator:
 
     @defer.inlineCallbacks
     def _bearer(self, auth: Auth, token: str) -> Generator[defer.Deferred[Any], Any, None]:
-        if not (yield self.plugins.chain(SUPERTENANT).any("authenticate_bearer", auth, token)):
+        accepted = yield self.plugins.chain(SUPERTENANT).any("authenticate_bearer", auth, token)
+        self.trail.checked("token", accepted)
+        if not accepted:
             raise Unauthorized("unknown or expired token")
         if auth.user_id is None:
             raise PluginError("a plugin accepted a token without saying whose it is")
@@ -229,13 +244,15 @@ class ConnectionAuth:
             return self._cached[1]
         authenticator = self.authenticator
         if authenticator.throttle.refuses_address(self._address):
+            authenticator.trail.address_throttled(self.peer)
             raise Throttled(f"too many recent failures from {self.peer}")
         auth = Auth(peer=self.peer, headers=extra_headers(headers))
         try:
             yield authenticator.attempt(auth, authorization)
-        except Throttled:
+        except Throttled as e:
             log.info("refused {login} in {tenant} from {peer}: throttled",
                      login=auth.login, tenant=auth.tenant, peer=self.peer)
+            authenticator.trail.login(auth, authorization, e)
             raise
         except (Unauthorized, AuthError) as e:
             if isinstance(e, Unauthorized):
@@ -243,8 +260,10 @@ class ConnectionAuth:
                     authenticator.throttle.failed(self._address)
                 log.info("authentication of {login} in {tenant} from {peer} failed: {reason}",
                          login=auth.login, tenant=auth.tenant, peer=self.peer, reason=str(e))
+            authenticator.trail.login(auth, authorization, e)
             yield authenticator.count(ok=False)
             raise
+        authenticator.trail.login(auth, authorization)
         yield authenticator.count(ok=True)
         self._cached = (digest, auth)
         return auth
