@@ -17,6 +17,8 @@ from typing import Any, Iterable, Optional
 
 from twisted.internet import defer
 
+from qvd.db.channels import LOG_CREATED
+
 HIDDEN = "**********"
 SECRET_KEYS = frozenset({"password", "passwd", "new_password"})
 
@@ -25,6 +27,8 @@ INSERT = (
     " action, type_of_action, qvd_object, object_id, object_name, arguments, status, source,"
     " ip, time) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, LOCALTIMESTAMP)"
 )
+
+ANNOUNCE = "SELECT pg_notify(%s, %s)"
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,15 @@ def scrub(value: Any) -> Any:
 
 
 def write(cursor: Any, entries: Iterable[AuditEntry]) -> defer.Deferred[None]:
-    """Insert ``entries`` with ``cursor`` (a txpostgres cursor, in the caller's transaction)."""
+    """Insert ``entries`` with ``cursor`` (a txpostgres cursor, in the caller's transaction),
+    and announce them on ``LOG_CREATED`` once per tenant, so that live audit lists follow."""
+    entries = list(entries)
     d: defer.Deferred[Any] = defer.succeed(None)
     for entry in entries:
         d.addCallback(lambda _, e=entry: cursor.execute(INSERT, e.params()))
+    for tenant_id in {entry.tenant_id for entry in entries}:
+        payload = "" if tenant_id is None else f"tenant_id={tenant_id}"
+        d.addCallback(lambda _, p=payload: cursor.execute(ANNOUNCE, (LOG_CREATED, p)))
     return d.addCallback(lambda _: None)
 
 
