@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from typing import Callable
 from urllib.parse import quote
 
 from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -88,9 +89,11 @@ class _Messages(WebSocketClientProtocol):
         self.factory.messages.put_nowait(json.loads(payload))
 
 
-async def _audit_list_follows(api: RunningAPI, sid: str) -> tuple[dict, dict]:
-    query = (f"sid={sid}&action=log_get_list&filters={quote(json.dumps({'action': 'login', 'status': 3200}))}"
-             f"&fields={quote(json.dumps(['admin_name']))}")
+async def _follow(api: RunningAPI, sid: str, action: str, filters: dict, fields: list,
+                  change: Callable[[], object]) -> tuple[dict, dict]:
+    """The first answer of a live ``action``, and the one after ``change()``."""
+    query = (f"sid={sid}&action={action}&filters={quote(json.dumps(filters))}"
+             f"&fields={quote(json.dumps(fields))}")
     factory = WebSocketClientFactory(f"wss://127.0.0.1:{api.port}/api/ws?{query}")
     factory.protocol = _Messages
     factory.messages = asyncio.Queue()
@@ -100,8 +103,7 @@ async def _audit_list_follows(api: RunningAPI, sid: str) -> tuple[dict, dict]:
         server_hostname="localhost")
     try:
         first = await asyncio.wait_for(factory.messages.get(), 5)
-        await loop.run_in_executor(None, lambda: api.client().call(
-            {"action": "vm_get_list", "login": "eve", "password": "x", "tenant": "*"}))
+        await loop.run_in_executor(None, change)
         second = await asyncio.wait_for(factory.messages.get(), 5)
         return first, second
     finally:
@@ -109,6 +111,26 @@ async def _audit_list_follows(api: RunningAPI, sid: str) -> tuple[dict, dict]:
 
 
 def test_the_audit_list_follows_new_rows(api: RunningAPI, superadmin: Session) -> None:
-    first, second = asyncio.run(_audit_list_follows(api, superadmin.sid))
+    def fail_a_login() -> None:
+        api.client().call({"action": "vm_get_list", "login": "eve", "password": "x", "tenant": "*"})
+    first, second = asyncio.run(_follow(api, superadmin.sid, "log_get_list",
+                                        {"action": "login", "status": 3200}, ["admin_name"],
+                                        fail_a_login))
     assert {"admin_name": "eve"} not in first["rows"]
     assert {"admin_name": "eve"} in second["rows"] and second["total"] == first["total"] + 1
+
+
+def test_the_user_list_follows_its_vms_user_state(api: RunningAPI, superadmin: Session) -> None:
+    tenant = superadmin.ok("tenant_create", arguments={"name": "connects"})["rows"][0]["id"]
+    user = superadmin.ok("user_create", arguments={"tenant_id": tenant, "name": "cora",
+                                                   "password": "x"})["rows"][0]["id"]
+    osf = superadmin.ok("osf_create", arguments={"tenant_id": tenant, "name": "o"})["rows"][0]["id"]
+    vm = superadmin.ok("vm_create", arguments={"name": "c", "user_id": user, "osf_id": osf})
+
+    def connect() -> None:  # what the L7R writes when the user's client connects
+        api.db.query("UPDATE vm_runtimes SET user_state = 'connected' WHERE vm_id = %s",
+                     (vm["rows"][0]["id"],))
+    first, second = asyncio.run(_follow(api, superadmin.sid, "user_get_list", {"id": user},
+                                        ["number_of_vms_connected"], connect))
+    assert first["rows"] == [{"number_of_vms_connected": 0}]
+    assert second["rows"] == [{"number_of_vms_connected": 1}]

@@ -162,7 +162,7 @@ def test_vm_goes_running_live_then_is_refused_blocked_and_filtered(
     browser.field("Search by name").send_keys("ann")
     browser.wait(lambda: [r.get_attribute("data-id") for r in browser.find("tbody tr[data-id]")]
                  and "bob-desk" not in browser.one("tbody").text, "the list filtered by name")
-    browser.field("Search by name").send_keys(Keys.CONTROL, "a", Keys.BACKSPACE)
+    browser.field("Search by name").send_keys(Keys.CONTROL, "a", Keys.NULL, Keys.BACKSPACE)
     browser.wait(lambda: "bob-desk" in browser.one("tbody").text, "the filter cleared")
     browser.button("Filters").click()
     choose(browser, "State", "running")
@@ -170,6 +170,10 @@ def test_vm_goes_running_live_then_is_refused_blocked_and_filtered(
                  "only running VMs")
     assert "state=running" in driver.current_url
     browser.screenshot("vms-filtered", "ann-desk", "1 in all")
+    go(browser, "Dashboard")
+    browser.wait(lambda: "running\n1" in browser.one(".card").text.replace(" ", "\n"), "1 VM running")
+    driver.execute_script("document.getElementById('toasts').replaceChildren()")  # README picture
+    browser.screenshot("dashboard-running", "Host load", "test-node", "connected now")
 
 
 def test_disk_images_from_staging_and_by_upload(node: ConsoleNode, browser: Browser) -> None:
@@ -273,20 +277,21 @@ def test_configuration_hides_and_refuses_internal_keys(node: ConsoleNode, browse
     browser.no_dialog()
 
     search = browser.field("Search keys")
-    search.send_keys(Keys.CONTROL, "a", Keys.BACKSPACE, "api.ws.delay")
+    search.send_keys(Keys.CONTROL, "a", Keys.NULL, Keys.BACKSPACE, "api.ws.delay")
     row = browser.wait(lambda: next(iter(browser.find("tr[data-key='api.ws.delay']")), None), "api.ws.delay")
     value = row.find_element(By.CSS_SELECTOR, "input")
-    value.send_keys(Keys.CONTROL, "a", "0.2", Keys.ENTER)
+    value.send_keys(Keys.CONTROL, "a", Keys.NULL, "0.2", Keys.ENTER)
     browser.wait(lambda: "changed" in browser.one("tr[data-key='api.ws.delay']").text, "api.ws.delay changed")
     browser.screenshot("configuration", "api.ws.delay", "changed", "Reset to default")
     browser.button("Reset to default").click()
     browser.wait(lambda: "default" in browser.one("tr[data-key='api.ws.delay']").text.split(), "back to default")
 
 
-def test_an_expired_session_returns_to_the_login_page(node: ConsoleNode, browser: Browser) -> None:
+def test_an_expired_session_returns_to_the_login_page(
+        node: ConsoleNode, browser: Browser, superadmin: Session) -> None:
     log_in(browser, node.url, "superadmin", "superadmin")
     go(browser, "Hosts")
-    node.db.query("UPDATE session SET expires = 1")
+    node.db.query("UPDATE session SET expires = 1 WHERE sid <> %s", (superadmin.sid,))
     browser.link("Users").click()
     browser.screenshot("session-expired", "Session expired - Login again")
     browser.field("Tenant").send_keys("*", Keys.TAB, "superadmin", Keys.TAB, "superadmin", Keys.ENTER)
@@ -307,3 +312,33 @@ def test_a_phone_sized_screen_folds_the_menu(node: ConsoleNode, browser: Browser
         browser.screenshot("phone-vms", "Virtual machines", "in all")
     finally:
         browser.resize(1280, 800)
+
+
+def test_twenty_thousand_users_page_by_page_and_a_mass_block(
+        node: ConsoleNode, browser: Browser, superadmin: Session) -> None:
+    tenant = superadmin.ok("tenant_create", arguments={"name": "bulk"})["rows"][0]["id"]
+    # one statement standing in for 20,000 user_create calls
+    node.db.query("INSERT INTO users (tenant_id, login, password, blocked) SELECT %s,"
+                  " 'bulk-' || lpad(n::text, 5, '0'), 'x', FALSE FROM generate_series(1, 20000) n",
+                  (tenant,))
+    log_in(browser, node.url, "superadmin", "superadmin")
+    go(browser, "Users")
+    browser.button("Filters").click()
+    browser.field("Tenant", browser.one(".filters")).send_keys("bulk")
+    browser.wait_text("20,000 in all")
+    browser.button("Login ▲", css="button.sort").click()  # descending
+    browser.wait(lambda: row_names(browser)[:1] == ["bulk-20000"], "the last login first")
+    page = browser.one("input.page-number[aria-label='Page number']")
+    page.send_keys(Keys.CONTROL, "a", Keys.NULL, "2000", Keys.ENTER)
+    browser.wait(lambda: row_names(browser)[-1:] == ["bulk-00001"], "the last page")
+    assert "page=2000" in browser.driver.current_url
+
+    browser.field("Search by login").send_keys("bulk-199")
+    browser.wait_text("100 in all")
+    browser.one("th.select input").click()
+    browser.button("Select all 100 matching", css="button.link").click()
+    browser.wait_text("100 selected")
+    act(browser, "Block")
+    browser.wait(lambda: browser.cell(row_names(browser)[0], "blocked") == "blocked", "the page blocked")
+    assert node.db.query("SELECT count(*) FROM users WHERE tenant_id = %s AND blocked", (tenant,)) == [(100,)]
+    browser.screenshot("users-mass-block", "100 in all", "bulk-19999", "blocked")

@@ -98,7 +98,7 @@ function frame() {
   });
   const live = h('span', {class: 'live', role: 'status'}, '');
   api.onLiveChange((state) => {
-    live.className = `live ${state}`;
+    live.className = `live is-${state}`;
     live.textContent = state === 'live' ? 'Live' : state === 'reconnecting' ? 'Reconnecting…' : '';
   });
   const logout = h('button', {type: 'button', class: 'logout'}, 'Log out');

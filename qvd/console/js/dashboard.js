@@ -5,9 +5,9 @@ import {h, clear, describe, formatNumber} from './dom.js';
 import {session} from './session.js';
 import * as render from './render.js';
 
-function card(title, id) {
+function card(title, id, {wide = false} = {}) {
   const body = h('div', {class: 'card-body'}, h('p', {class: 'muted'}, 'Loading…'));
-  return {el: h('section', {class: 'card', 'aria-labelledby': id}, h('h2', {id}, title), body), body};
+  return {el: h('section', {class: wide ? 'card wide' : 'card', 'aria-labelledby': id}, h('h2', {id}, title), body), body};
 }
 
 function figure(label, value, href) {
@@ -60,16 +60,16 @@ export function dashboardPage() {
   }
 
   if (session.can('host_get_list')) {
-    const load = card('Host load', 'dash-load');
+    const load = card('Host load', 'dash-load', {wide: true});
     grid.append(load.el);
     lives.push(new Live('host_get_list', {fields: ['id', 'name', 'state', 'blocked', 'usable_ram', 'usable_cpu', 'number_of_vms_connected'],
       order_by: {field: 'name', order: '-asc'}, block: 10}, (answer) => {
       if (!answer.rows.length) { clear(load.body, h('p', {class: 'muted'}, 'No hosts yet.')); return; }
-      clear(load.body, h('table', {class: 'compact'}, h('caption', {class: 'sr-only'}, 'Hosts and their free capacity'),
+      clear(load.body, h('div', {class: 'table-wrap'}, h('table', {class: 'compact'}, h('caption', {class: 'sr-only'}, 'Hosts and their free capacity'),
         h('thead', {}, h('tr', {}, ['Host', 'State', 'Free RAM', 'Free CPU', 'Sessions'].map((t) => h('th', {scope: 'col'}, t)))),
         h('tbody', {}, answer.rows.map((r) => h('tr', {}, h('td', {}, r.name, r.blocked ? [' ', render.blocked(1)] : ''),
           h('td', {}, render.state(r.state)), h('td', {}, render.megabytes(r.usable_ram)),
-          h('td', {}, render.share(r.usable_cpu)), h('td', {}, formatNumber(r.number_of_vms_connected)))))),
+          h('td', {}, render.share(r.usable_cpu)), h('td', {}, formatNumber(r.number_of_vms_connected))))))),
       answer.total > answer.rows.length ? h('p', {}, h('a', {href: '#/hosts'}, `All ${formatNumber(answer.total)} hosts`)) : null);
     }, failed));
   }

@@ -25,7 +25,7 @@ export async function tenantOptions() {
 }
 
 // One control for one field definition; read() gives the value to send (undefined: none).
-export function control(def, value) {
+export function control(def, value, creating = true) {
   const required = def.required ? {required: true, 'aria-required': 'true'} : {};
   let input;
   let read;
@@ -66,7 +66,7 @@ export function control(def, value) {
         autocomplete: def.type === 'password' ? 'new-password' : 'off', ...required});
       read = () => (def.type === 'number' ? (input.value === '' ? '' : Number(input.value)) : input.value.trim());
   }
-  return {el: field(def.label, input, def.hint), read, input, def};
+  return {el: field(def.label, input, creating ? def.hint : def.editHint || def.hint), read, input, def};
 }
 
 // A text box that suggests objects by name (there may be tens of thousands of them) and
@@ -113,7 +113,7 @@ function shown(def, creating) {
 export async function openForm(spec, row, {sections = []} = {}) {
   const creating = !row;
   const defs = spec.form.filter((d) => shown(d, creating));
-  const controls = defs.map((d) => control(d, creating ? d.default : row[d.source || d.name]));
+  const controls = defs.map((d) => control(d, creating ? d.default : row[d.source || d.name], creating));
   const body = [];
   if (!creating) body.push(details(spec, row));
   body.push(h('fieldset', {}, h('legend', {}, creating ? 'New' : 'Settings'), controls.map((c) => c.el)));

@@ -1,12 +1,13 @@
 // One list page for any kind of object: the API's filters as a search box and one control
 // per column, its order and pages (lists of tens of thousands of rows stay one page long),
 // rows selected for mass actions, and rows kept up to date through /api/ws.
-import {call, Live} from './api.js';
+import {call, ApiError, Live} from './api.js';
 import {h, clear, field, select, confirm, describe, toast, formatNumber, debounce, uid} from './dom.js';
 import {session} from './session.js';
 import * as render from './render.js';
 
 const PAGE_SIZES = [10, 25, 50, 100, 200];
+const CHUNK = 2000;  // ids per change request (well under api.request.max_size)
 
 // The filter a column's control gives: text is "contains", the others are equality.
 // A plain object maps each choice to its condition ({failed: {'!=': 0}}).
@@ -222,20 +223,41 @@ export function listPage(spec, params) {
   clear(actionBar, actions.map((a) => h('button', {type: 'button', class: a.danger ? 'danger' : '',
     onclick: () => act(a)}, a.label)));
 
+  // The ids to act on: the selection, or (as qa4 does) every id the filters match, so
+  // that the change selects by id whatever filters its action accepts.
+  async function chosenIds() {
+    if (!state.allMatching) return [...state.selected];
+    const answer = await call(spec.list, {filters: filters(), fields: [idKey], block: Math.max(1, state.total)});
+    return answer.rows.map((r) => r[idKey]);
+  }
+
+  // One action on the chosen objects, CHUNK ids per request; the objects that failed
+  // (status 1200) are gathered into one refusal.
+  async function actOn(a, ids) {
+    let partial = null;
+    for (let i = 0; i < ids.length; i += CHUNK) {
+      const part = ids.slice(i, i + CHUNK);
+      try {
+        await call(a.action, {filters: {[idKey]: part}, block: part.length, arguments: a.arguments});
+      } catch (e) {
+        if (!(e instanceof ApiError) || !e.failures) throw e;
+        if (partial) Object.assign(partial.failures, e.failures); else partial = e;
+      }
+    }
+    if (partial) throw partial;
+  }
+
   async function act(a) {
     const n = state.allMatching ? state.total : state.selected.size;
     if (!n) return;
     const what = `${formatNumber(n)} ${n === 1 ? spec.noun : spec.nouns}`;
     if (a.danger && !await confirm(`${a.label} ${what}?`, a.warning || 'This cannot be undone.', a.label)) return;
-    const selection = state.allMatching ? {filters: filters(), block: Math.max(1, state.total)}
-      : {filters: {[idKey]: [...state.selected]}, block: state.selected.size};
     hideAlert();
     try {
-      const answer = await call(a.action, {...selection, arguments: a.arguments});
+      await actOn(a, await chosenIds());
       toast(`${a.done || a.label}: ${what}`);
       if (a.clears) { state.selected.clear(); state.allMatching = false; }
       refresh();  // not every change is announced to live lists (tenants, roles, ...)
-      return answer;
     } catch (e) {
       showAlert(describe(e));
       refresh({keepAlert: true});  // some objects may have changed all the same
@@ -248,7 +270,12 @@ export function listPage(spec, params) {
   // -- paging ---------------------------------------------------------------------------
   previous.addEventListener('click', () => { if (state.page > 1) { state.page -= 1; refresh(); } });
   next.addEventListener('click', () => { state.page += 1; refresh(); });
-  pageInput.addEventListener('change', () => { state.page = Math.max(1, Number(pageInput.value) || 1); refresh(); });
+  const goToPage = () => {
+    const wanted = Math.max(1, Number(pageInput.value) || 1);
+    if (wanted !== state.page) { state.page = wanted; refresh(); }
+  };
+  pageInput.addEventListener('change', goToPage);
+  pageInput.addEventListener('keydown', (e) => { if (e.key === 'Enter') goToPage(); });
   sizeSelect.addEventListener('change', () => { state.block = Number(sizeSelect.value); state.page = 1; refresh(); });
 
   function drawPager() {
