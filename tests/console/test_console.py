@@ -342,3 +342,28 @@ def test_twenty_thousand_users_page_by_page_and_a_mass_block(
     browser.wait(lambda: browser.cell(row_names(browser)[0], "blocked") == "blocked", "the page blocked")
     assert node.db.query("SELECT count(*) FROM users WHERE tenant_id = %s AND blocked", (tenant,)) == [(100,)]
     browser.screenshot("users-mass-block", "100 in all", "bulk-19999", "blocked")
+
+
+def test_single_tenant_mode_asks_for_no_tenant(node: ConsoleNode, browser: Browser) -> None:
+    def multitenant(value: str) -> None:
+        node.db.query("UPDATE configs SET value = %s WHERE tenant_id = -1 AND key = 'wat.multitenant'",
+                      (value,))
+        browser.wait(lambda: node.client().call({}, "/api/info")["multitenant"] == int(value),
+                     f"the API to read wat.multitenant = {value}")
+
+    browser.driver.get(node.url)
+    browser.one("form.login-form, header.top")
+    if browser.find("header.top"):
+        log_out(browser)
+    multitenant("0")
+    try:
+        browser.driver.get(node.url)
+        form = browser.one("form.login-form")
+        assert [label.text for label in form.find_elements(By.TAG_NAME, "label")] == ["Login", "Password"]
+        browser.field("Login").send_keys("admin", Keys.TAB, "admin", Keys.ENTER)
+        browser.wait(lambda: browser.find("header.top .who") and browser.one("header.top .who").text == "admin",
+                     "admin logged in, with no tenant shown")
+        browser.screenshot("single-tenant", "Dashboard")
+        log_out(browser)
+    finally:
+        multitenant("1")
