@@ -26,6 +26,8 @@ from twisted.logger import Logger
 
 log = Logger()
 
+from qvd.db.channels import LOG_CREATED
+
 HIDDEN = "**********"
 SECRET_KEYS = frozenset({"password", "passwd", "new_password", "token", "auth_token",
                          "secret", "sid"})
@@ -36,6 +38,8 @@ COLUMNS = ("INSERT INTO log (administrator_id, administrator_name, superadmin, t
            " arguments, status, source, ip, time) VALUES ")
 ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, LOCALTIMESTAMP)"
 INSERT = COLUMNS + ROW
+
+ANNOUNCE = "SELECT pg_notify(%s, %s)"
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,15 @@ def scrub(value: Any) -> Any:
 
 
 def write(cursor: Any, entries: Iterable[AuditEntry]) -> defer.Deferred[None]:
-    """Insert ``entries`` with ``cursor`` (a txpostgres cursor, in the caller's transaction)."""
+    """Insert ``entries`` with ``cursor`` (a txpostgres cursor, in the caller's transaction),
+    and announce them on ``LOG_CREATED`` once per tenant, so that live audit lists follow."""
+    entries = list(entries)
     d: defer.Deferred[Any] = defer.succeed(None)
     for entry in entries:
         d.addCallback(lambda _, e=entry: cursor.execute(INSERT, e.params()))
+    for tenant_id in {entry.tenant_id for entry in entries}:
+        payload = "" if tenant_id is None else f"tenant_id={tenant_id}"
+        d.addCallback(lambda _, p=payload: cursor.execute(ANNOUNCE, (LOG_CREATED, p)))
     return d.addCallback(lambda _: None)
 
 

@@ -19,6 +19,17 @@ LIST_PLUGINS = (
     " if p.tapname.startswith('qvd-'))))\n"
 )
 
+LIST_CONSOLE = (
+    "import os\nfrom qvd.api.console import DIRECTORY\n"
+    "print(DIRECTORY, *sorted(os.path.relpath(os.path.join(d, f), DIRECTORY)"
+    " for d, _, names in os.walk(DIRECTORY) for f in names))\n"
+)
+
+
+def console_files(directory: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), directory)
+                  for d, _, names in os.walk(directory) for f in names)
+
 
 class FreshInstallTests(unittest.TestCase):
     def setUp(self):
@@ -52,6 +63,11 @@ class FreshInstallTests(unittest.TestCase):
         self.run_in(f"{venv}/bin/qvd-units", "install", "-c", conf, "--unit-dir", units,
                     "--logrotate-dir", units, "--no-reload")
         self.assertIn(f"ExecStart={venv}/bin/twistd", open(f"{units}/qvd-node.service").read())
+
+        # the web console's files are package data: an installed qvd-api serves them
+        console = self.run_in(f"{venv}/bin/python", "-c", LIST_CONSOLE).split()
+        self.assertTrue(console[0].startswith(venv), console)
+        self.assertEqual(console[1:], console_files(os.path.join(ROOT, "qvd", "console")))
 
         installed = self.run_in(f"{venv}/bin/python", "-c", LIST_PLUGINS).split()
         self.env["PYTHONPATH"] = ROOT

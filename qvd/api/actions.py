@@ -9,10 +9,16 @@ from qvd.api import model as m
 from qvd.api.call import Action
 from qvd.api.ops import admins, configs, dis, myself, objects, properties, stats, views, vms
 from qvd.api.ops.listing import list_handler, state_handler
+from qvd.db.channels import LOG_CREATED
 
-VM_CHANNELS = ("vm_created", "vm_deleted", "vm_changed", "user_created", "user_deleted")
-USER_CHANNELS = ("user_created", "user_deleted", "user_changed", "vm_created", "vm_deleted")
-HOST_CHANNELS = ("host_created", "host_deleted", "host_changed", "vm_created", "vm_deleted")
+# ours beside QVD 4's: *_blocked_or_unblocked, so that a list shows blocks as they happen
+VM_CHANNELS = ("vm_created", "vm_deleted", "vm_changed", "user_created", "user_deleted",
+               "vm_blocked_or_unblocked")
+# + vm_changed (ours): a user's connected VMs change with its VMs' user_state
+USER_CHANNELS = ("user_created", "user_deleted", "user_changed", "vm_created", "vm_deleted",
+                 "vm_changed")
+HOST_CHANNELS = ("host_created", "host_deleted", "host_changed", "vm_created", "vm_deleted",
+                 "host_blocked_or_unblocked")
 OSF_CHANNELS = ("vm_created", "vm_deleted", "di_created", "di_deleted", "osf_created",
                 "osf_deleted", "osf_changed")
 DI_CHANNELS = ("di_created", "di_deleted", "di_changed")
@@ -27,13 +33,16 @@ PURGE = r"^tenant\.purge\.$"
 
 def _crud(prefix: str, model: m.Model, see: tuple[str, ...], create: Any, update: Any,
           delete: Any, acl_object: str, channels: tuple[str, ...] = (),
-          delete_acls: tuple[str, ...] = ()) -> list[Action]:
+          delete_acls: tuple[str, ...] = (), superadmin_only: bool = False) -> list[Action]:
     return [
         Action(f"{prefix}_get_list", "list", list_handler(model), see, model, channels),
-        Action(f"{prefix}_create", "create", create, (rf"^{acl_object}\.create\.",), model),
-        Action(f"{prefix}_update", "update", update, (rf"^{acl_object}\.update\.",), model),
+        Action(f"{prefix}_create", "create", create, (rf"^{acl_object}\.create\.",), model,
+               superadmin_only=superadmin_only),
+        Action(f"{prefix}_update", "update", update, (rf"^{acl_object}\.update\.",), model,
+               superadmin_only=superadmin_only),
         Action(f"{prefix}_delete", "delete", delete,
-               (rf"^{acl_object}\.delete\.",) + delete_acls, model),
+               (rf"^{acl_object}\.delete\.",) + delete_acls, model,
+               superadmin_only=superadmin_only),
     ]
 
 
@@ -63,7 +72,7 @@ _TABLE: list[Action] = [
     Action("user_get_state", "state", state_handler(m.USER), (r"^user\.see\.vm-list-state$",),
            m.USER),
     *_crud("host", m.HOST, (r"^host\.see-main\.$",), objects.host_create, objects.host_update,
-           objects.host_delete, "host", HOST_CHANNELS),
+           objects.host_delete, "host", HOST_CHANNELS, superadmin_only=True),
     Action("host_get_state", "state", state_handler(m.HOST), (r"^host\.see\.vm-list-state$",),
            m.HOST),
     *_crud("osf", m.OSF, (r"^osf\.see-main\.$",), objects.osf_create, objects.osf_update,
@@ -136,7 +145,7 @@ _TABLE: list[Action] = [
     Action("admin_view_reset", "delete", views.view_reset("admin"), (), log_object="admin_view"),
     Action("log_get_list", "list", list_handler(m.LOG),
            (r"^(log\.see-main\.|(administrator|di|host|osf|role|tenant|user|vm)\.see\.log)$",),
-           m.LOG),
+           m.LOG, (LOG_CREATED,)),
     Action("qvd_objects_statistics", "multiple", stats.statistics, (r"^[^.]+\.stats\.",),
            channels=STATS_CHANNELS, log_object="vm"),
 ]

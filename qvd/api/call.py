@@ -29,6 +29,7 @@ class Action:
     model: Optional[Model] = None
     channels: tuple[str, ...] = ()
     log_object: Optional[str] = None
+    superadmin_only: bool = False  # hosts serve every tenant: only superadmins change them
 
     @property
     def qvd_object(self) -> str:

@@ -115,7 +115,7 @@ class StagingResource(_Endpoint):
             self.finish(di_id, copy, 2210).addErrback(
                 lambda f: log.failure("staging copy failed", f))
             return answer
-        return respond(request, work, self.api.sessions.timeout)
+        return respond(request, work)
 
 
 class UploadResource(_Endpoint):
@@ -132,11 +132,10 @@ class UploadResource(_Endpoint):
             images = self.api.config.get("path.storage.images")
             yield self.finish(di_id, threads.deferToThread(_store, files[-1], images, name), 2251)
             return answer
-        return respond(request, work, self.api.sessions.timeout)
+        return respond(request, work)
 
     def render_GET(self, request: server.Request) -> Any:
-        return respond(request, lambda: defer.succeed(Answer(success())),
-                       self.api.sessions.timeout)
+        return respond(request, lambda: defer.succeed(Answer(success())))
 
 
 class PublishResource(_Endpoint):
@@ -162,7 +161,7 @@ class PublishResource(_Endpoint):
                 raise APIError(1100, info="only a ready disk image can be published")
             yield self.api.database.run_interaction(lambda c: dis.publish(c, di_id))
             return Answer(success())
-        return respond(request, work, self.api.sessions.timeout)
+        return respond(request, work)
 
 
 class DiResource(resource.Resource):

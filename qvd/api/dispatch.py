@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from qvd import audit
-from qvd.api.acls import AclCache
+from qvd.api.acls import AclCache, Permissions
 from qvd.api.call import Action, Call
 from qvd.api.errors import APIError
 from qvd.api.query import Scope
@@ -25,6 +25,7 @@ from qvd.db.pool import Database
 log = Logger()
 
 LOG_READS_KEY = "api.log.reads"
+ACL_OBJECTS = ("role", "administrator")  # a change to these may change who may do what
 
 
 @dataclass
@@ -121,7 +122,7 @@ class API:
             raise APIError(4100, name)
         multitenant = self.sessions.multitenant()
         permissions = yield self.acls.permissions(admin, multitenant)
-        if not permissions.allows(action.acls):
+        if not allowed(action, admin, permissions):
             raise APIError(4210, name)
         scope = Scope(admin, permissions, multitenant, self.config)
         return Call(self, action, admin, permissions, params, peer, scope)
@@ -142,9 +143,17 @@ class API:
             if not action.reads:
                 yield self._audit([call.entry(error.code)])
             raise error from None
+        finally:
+            if not action.reads and action.qvd_object in ACL_OBJECTS:
+                self.acls.clear()  # before we answer; other API processes on the NOTIFY
         if action.reads and self.config.get_bool(LOG_READS_KEY, default=False):
             yield self._audit([call.entry(0)])
         return body
+
+
+def allowed(action: Action, admin: Administrator, permissions: Permissions) -> bool:
+    """Whether ``admin`` may call ``action`` at all (its ACL patterns, superadmins only)."""
+    return permissions.allows(action.acls) and (admin.superadmin or not action.superadmin_only)
 
 
 def db_error(error: psycopg2.Error, type_of_action: str, kind: str = "") -> APIError:

@@ -213,6 +213,9 @@ HOST = Model(
         "frontend": Column("h.frontend", "bool"),
         "backend": Column("h.backend", "bool"),
         "state": Column("hr.state", acl=r"^host\.see\.state$"),
+        # ours: the live free capacity its HKD's heartbeat reports (RAM in MB, CPU in bogomips)
+        "usable_ram": Column("hr.usable_ram", "float", r"^host\.see\.state$"),
+        "usable_cpu": Column("hr.usable_cpu", "float", r"^host\.see\.state$"),
         "vm_id": Column("x.vm_id", "int", exists="SELECT 1 FROM vm_runtimes x"
                         " WHERE x.host_id = h.id AND {cond}"),
         **creation("host", "host"),
@@ -223,11 +226,11 @@ HOST = Model(
                                         r"^host\.see\.properties$"),
     },
     fields=("id", "name", "description", "address", "blocked", "frontend", "backend", "state",
-            *CREATED, "number_of_vms_connected", "properties"),
+            *CREATED, "number_of_vms_connected", "properties", "usable_ram", "usable_cpu"),
     filters=("id", "name", "description", "address", "blocked", "frontend", "backend", "state",
              "vm_id", *CREATED),
     order=("id", "name", "description", "address", "blocked", "state", *CREATED,
-           "number_of_vms_connected"),
+           "number_of_vms_connected", "usable_ram", "usable_cpu"),
     filters_by_type={"update": ("id",), "delete": ("id",), "state": ("id",)},
     mandatory_filters={"state": ("id",)},
     state_fields=("number_of_vms_connected",),
@@ -457,8 +460,7 @@ ACLS_IN_ROLE = Model(
     fields=("id", "name", "roles", "operative", "description"),
     filters=("acl_name", "role_id", "operative", "name", "id", "description"),
     order=("id", "name", "operative", "description"), default_order=("name",),
-    mandatory_filters={"list": ("role_id",)},
-)
+)  # role_id is mandatory: acls_in_role takes it (6220) before the rest are applied
 
 _IN_OBJECT = ("COALESCE((SELECT q.id FROM qvd_object_properties_list q WHERE q.property_id = pl.id"
               " AND q.qvd_object = '{0}'), 0)")

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import server
 
+from qvd.api import console
 from qvd.api.acls import CHANNEL as ACLS_CHANNEL
 from qvd.api.dispatch import API
 from qvd.api.web import LimitedRequest, Root
@@ -104,7 +105,7 @@ class APIService(MultiService):
         self._sweeper.clock = self.reactor
         self._sweeper.start(SWEEP_INTERVAL, now=True)
         from qvd.api.resources import children
-        site = server.Site(Root(self.api, children(self.api)))
+        site = server.Site(Root(self.api, children(self.api), console.files()))
         site.requestFactory = LimitedRequest
         LimitedRequest.limit = config.get_int("api.request.max_size")
         LimitedRequest.upload_limit = config.get_int("api.upload.max_size")

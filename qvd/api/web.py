@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http, resource, server
+from twisted.web import resource, server
 
 from qvd.api.dispatch import API, Answer
 from qvd.api.errors import APIError, success
@@ -76,22 +76,27 @@ def peer_of(request: server.Request) -> str:
     return getattr(request.getClientAddress(), "host", "") or ""
 
 
-def send_json(request: server.Request, body: dict[str, Any], sid: Optional[str] = None,
-              timeout: int = 3600) -> None:
+def set_session_cookie(request: server.Request, sid: str) -> None:
+    """The ``sid`` cookie: for ``/api/`` only, out of scripts' reach, never sent by another
+    site's page (a form or WebSocket there cannot act in the session: no CSRF), and no
+    expiry of its own: the session's (``api.session.timeout`` after its last use) decides."""
+    request.addCookie(COOKIE, sid.encode(), path=b"/api/", httpOnly=True, secure=True,
+                      sameSite="strict")
+
+
+def send_json(request: server.Request, body: dict[str, Any], sid: Optional[str] = None) -> None:
     if request.finished or getattr(request, "_disconnected", False):
         return
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     request.setHeader(b"access-control-allow-origin", b"*")
     request.setHeader(b"cache-control", b"no-store")
     if sid is not None:
-        request.addCookie(COOKIE, sid.encode(), path=b"/api/", httpOnly=True, secure=True,
-                          expires=http.datetimeToString(time.time() + timeout))
+        set_session_cookie(request, sid)
     request.write(json.dumps(body, ensure_ascii=False).encode("utf-8"))
     request.finish()
 
 
-def respond(request: server.Request, work: Callable[[], defer.Deferred[Answer]],
-            timeout: Callable[[], int]) -> int:
+def respond(request: server.Request, work: Callable[[], defer.Deferred[Answer]]) -> int:
     """Run ``work`` and send its answer; an unexpected failure is a 1100, logged."""
     def failed(failure: Failure) -> Answer:
         if failure.check(APIError):
@@ -100,7 +105,7 @@ def respond(request: server.Request, work: Callable[[], defer.Deferred[Answer]],
         return Answer(APIError(1100).body())
 
     d = defer.maybeDeferred(work).addErrback(failed)
-    d.addCallback(lambda answer: send_json(request, answer.body, answer.sid, timeout()))
+    d.addCallback(lambda answer: send_json(request, answer.body, answer.sid))
     d.addErrback(lambda f: log.failure("cannot answer an API request", f))
     return server.NOT_DONE_YET
 
@@ -121,7 +126,7 @@ class ActionResource(resource.Resource):
         def work() -> defer.Deferred[Answer]:
             params = read_params(request)
             return self.api.process(params, peer_of(request), _cookie(request))
-        return respond(request, work, self.api.sessions.timeout)
+        return respond(request, work)
 
     def render_OPTIONS(self, request: server.Request) -> bytes:
         request.setHeader(b"access-control-allow-origin", b"*")
@@ -145,7 +150,7 @@ class InfoResource(resource.Resource):
         self.api = api
 
     def render_GET(self, request: server.Request) -> int:
-        return respond(request, self._info, self.api.sessions.timeout)
+        return respond(request, self._info)
 
     render_POST = render_GET
 
@@ -197,9 +202,9 @@ class LogoutResource(resource.Resource):
             except Exception:
                 raise APIError(3600) from None
             request.addCookie(COOKIE, b"", path=b"/api/", httpOnly=True, secure=True,
-                              expires=b"Thu, 01 Jan 1970 00:00:00 GMT")
+                              sameSite="strict", expires=b"Thu, 01 Jan 1970 00:00:00 GMT")
             return Answer(success())
-        return respond(request, work, self.api.sessions.timeout)
+        return respond(request, work)
 
     render_GET = render_POST
 
@@ -221,12 +226,18 @@ class Refusal(resource.Resource):
 
 
 class Root(resource.Resource):
-    def __init__(self, api: API, children: dict[bytes, resource.Resource]):
+    """``/api`` and, everywhere else, ``site`` (the web console's files) if there is one."""
+
+    def __init__(self, api: API, children: dict[bytes, resource.Resource],
+                 site: Optional[resource.Resource] = None):
         super().__init__()
         self.api_resource = ApiTree(api, children)
         self.putChild(b"api", self.api_resource)
+        self.site = site
 
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+        if self.site is not None:
+            return self.site.getChild(path, request)
         return resource.NoResource("QVD API: use /api")
 
 

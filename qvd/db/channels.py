@@ -11,6 +11,7 @@ CONFIG_CHANGED = "qvd_config_changed"
 HOST_COMMANDS = "qvd_cmd_for_host"  # + host id: host_runtimes.cmd for the HKD
 VM_COMMANDS = "qvd_cmd_for_vm_on_host"  # + host id: vm_runtimes.vm_cmd for the HKD
 USER_COMMANDS = "qvd_cmd_for_user_on_host"  # + host id: vm_runtimes.user_cmd for the L7Rs
+LOG_CREATED = "qvd_log_created"  # ours: audit rows were written (payload tenant_id=N)
 
 # What a transaction runs to notify one channel (the blocking tools run it too).
 NOTIFY = "SELECT pg_notify(%s, '')"

@@ -369,9 +369,20 @@ class TCPTransport(_SocketTransport):
         if not self.connected:
             return
         if self.disconnecting:
+            self._discard_unread()
             self._close(Failure(error.ConnectionDone()))
         elif self._shutting_write and not self._write_done:
             self._shut_write()
+
+    def _discard_unread(self) -> None:
+        """Read away what the peer already sent: closing a socket with unread bytes
+        makes the kernel answer with a reset, which can cost the peer our last reply."""
+        for _ in range(16):
+            try:
+                if not self.socket.recv(READ_SIZE):
+                    return
+            except OSError:
+                return
 
     def _shut_write(self) -> None:
         self._write_done = True

@@ -6,22 +6,24 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from qvd.admin.remote import APIClient, APIUnreachable
 from qvd.embedded import ensure_certificate
 from qvd.pgcluster import free_port
+from tests.support.paths import TWISTD
 from tests.support.postgres import TestDatabase
-
-TWISTD = "from twisted.scripts.twistd import run; run()"
 
 
 class RunningAPI:
-    """Start/stop/restart one API process; ``client()`` talks to it."""
+    """Start/stop/restart one API process (``twistd qvd-api``, or with ``plugin`` another
+    daemon serving the API, such as ``qvd-node --api``); ``client()`` talks to it."""
 
-    def __init__(self, db: TestDatabase, directory: str, extra_conf: str = ""):
+    def __init__(self, db: TestDatabase, directory: str, extra_conf: str = "",
+                 plugin: Sequence[str] = ("qvd-api",)):
         self.db = db
         self.directory = directory
+        self.plugin = list(plugin)
         self.port = free_port()
         key = os.path.join(directory, "api-key.pem")
         self.cert = os.path.join(directory, "api-cert.pem")
@@ -34,12 +36,13 @@ class RunningAPI:
         os.makedirs(os.path.join(directory, "storage", "staging"), exist_ok=True)
         self.url = f"https://127.0.0.1:{self.port}/"
         self.process: Optional[subprocess.Popen] = None
-        self.log = os.path.join(directory, "qvd-api.log")
+        self.log = os.path.join(directory, f"{self.plugin[0]}.log")
 
     def start(self, timeout: float = 30.0) -> "RunningAPI":
         self.process = subprocess.Popen(
-            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "-l", self.log, "qvd-api",
-             "-c", self.conf], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "-l", self.log, *self.plugin,
+             "-c", self.conf], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            cwd=self.directory)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -50,7 +53,7 @@ class RunningAPI:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 with open(self.log) as f:
-                    raise AssertionError(f"qvd-api did not start:\n{f.read()[-3000:]}")
+                    raise AssertionError(f"{self.plugin[0]} did not start:\n{f.read()[-3000:]}")
             time.sleep(0.1)
 
     def stop(self) -> None:

@@ -1,5 +1,10 @@
 """The caller's own settings: ``current_admin_setup`` (the WAT's and qa4's login
-answer), ``myadmin_update``, ``mytenant_update`` and ``config_wat_*``."""
+answer), ``myadmin_update``, ``mytenant_update`` and ``config_wat_*``.
+
+Beside QVD 4's keys, ``current_admin_setup`` answers ``allowed_actions``: the
+actions this administrator may call, decided here by the same check ``/api``
+applies, so that a console hides what would be refused without a copy of
+the action table's ACL patterns."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any, Generator
 from twisted.internet import defer
 
 from qvd.api.call import Call
+from qvd.api.dispatch import allowed
 from qvd.api.errors import APIError, success
 
 VIEWS = (
@@ -31,6 +37,8 @@ def current_admin_setup(call: Call) -> Generator[Any, Any, dict]:
         tenant_name=admin.tenant_name, admin_language=admin.language,
         tenant_language=language, admin_block=admin.block, tenant_block=block,
         acls=sorted(call.permissions.names),
+        allowed_actions=sorted(name for name, action in call.api.actions.items()
+                               if allowed(action, admin, call.permissions)),
         views=[{"tenant_id": t, "administrator_id": a, "field": f, "visible": int(bool(v)),
                 "view_type": vt, "device_type": dt, "qvd_object": o, "property": p}
                for t, a, f, v, vt, dt, o, p in views])

@@ -1,4 +1,7 @@
-"""``qvd_objects_statistics`` (the WAT's dashboard) and ``dis_in_staging``."""
+"""``qvd_objects_statistics`` (the WAT's dashboard) and ``dis_in_staging``.
+
+Beside QVD 4's keys, the statistics carry ``vms_by_state`` and ``hosts_by_state``
+(``{state: count}``) for whoever may see the running counts."""
 
 from __future__ import annotations
 
@@ -41,6 +44,14 @@ COUNTS = {
                           "SELECT count(*) FROM dis d JOIN osfs o ON o.id = d.osf_id"
                           " WHERE d.blocked AND {o}"),
 }
+# ours: how many VMs and hosts are in each state (the console's dashboard)
+BY_STATE = {
+    "vms_by_state": (r"^vm\.stats\.running-vms$",
+                     "SELECT vr.vm_state, count(*) FROM vms v JOIN users u ON u.id = v.user_id"
+                     " JOIN vm_runtimes vr ON vr.vm_id = v.id WHERE {u} GROUP BY vr.vm_state"),
+    "hosts_by_state": (r"^host\.stats\.running-hosts$",
+                       "SELECT state, count(*) FROM host_runtimes GROUP BY state"),
+}
 EXPIRING = ("SELECT v.name, v.id, vr.vm_expiration_hard FROM vms v JOIN users u ON u.id = v.user_id"
             " JOIN vm_runtimes vr ON vr.vm_id = v.id WHERE vr.vm_expiration_hard > LOCALTIMESTAMP"
             " AND {u} ORDER BY vr.vm_expiration_hard LIMIT 20")
@@ -62,6 +73,10 @@ def statistics(call: Call) -> Generator[Any, Any, dict]:
         if call.permissions.allows([acl]):
             rows = yield call.database.run_query(sql.format(**scope))
             result[key] = rows[0][0]
+    for key, (acl, sql) in BY_STATE.items():
+        if call.permissions.allows([acl]):
+            rows = yield call.database.run_query(sql.format(**scope))
+            result[key] = {state: count for state, count in rows}
     if call.permissions.allows([r"^vm\.stats\.close-to-expire$"]):
         rows = yield call.database.run_query(EXPIRING.format(**scope) + "")
         now_rows = yield call.database.run_query("SELECT LOCALTIMESTAMP")
