@@ -14,7 +14,8 @@ from qvd.api.call import Call
 from qvd.api.errors import APIError
 from qvd.api.model import DI
 from qvd.api.ops.changes import (
-    Arg, Spec, Target, convert, create, delete_handler, set_properties, update_handler,
+    PROPERTY_NESTED, Arg, Spec, Target, apply_nested, convert, create_handler,
+    creation_properties, delete_handler, nested_property_acls, update_handler,
 )
 
 SPEC = Spec(
@@ -30,14 +31,12 @@ SPEC = Spec(
     create_acls={"__properties__": r"^di\.create\.properties$",
                  "__tags__": r"^di\.create\.(tags|default)$"},
     nested_acls={
-        "__properties_changes__set": r"^di\.update\.properties$",
-        "__properties_changes__delete": r"^di\.update\.properties$",
+        **nested_property_acls("di"),
         "__tags_changes__create": r"^(di\.update\.(tags|default)|osf\.see\.di-list-default-update)$",
         "__tags_changes__delete": r"^(di\.update\.(tags|default)|osf\.see\.di-list-default-update)$",
     },
     create_nested=("__properties__", "__tags__"),
-    update_nested=("__properties_changes__set", "__properties_changes__delete",
-                   "__tags_changes__create", "__tags_changes__delete"),
+    update_nested=PROPERTY_NESTED + ("__tags_changes__create", "__tags_changes__delete"),
     properties=True,
 )
 
@@ -100,14 +99,15 @@ def _insert(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any
                          " WHERE d.osf_id = %s AND dt.tag = 'default'", (osf_id,))
     if cursor.fetchone() is None:
         yield cursor.execute("INSERT INTO di_tags (di_id, tag) VALUES (%s, 'default')", (di_id,))
-    for name, value in items:
-        if name == "__properties__":
-            if not isinstance(value, dict):
-                raise APIError(6231, name)
-            yield set_properties(call, cursor, DI, Target(di_id, None, osf[0]), value)
-        elif name == "__tags__":
-            for tag in _tags(name, value):
-                yield move_tag(cursor, di_id, osf_id, tag)
+
+    @defer.inlineCallbacks
+    def put_tags(name: str, value: Any) -> Generator[Any, Any, None]:
+        for tag in _tags(name, value):
+            yield move_tag(cursor, di_id, osf_id, tag)
+
+    yield apply_nested(items, {
+        "__properties__": creation_properties(call, cursor, DI, Target(di_id, None, osf[0])),
+        "__tags__": put_tags})
     return di_id
 
 
@@ -119,10 +119,7 @@ def _tags(name: str, value: Any) -> list[str]:
     return [v.strip() for v in value]
 
 
-def di_create(call: Call) -> defer.Deferred[dict]:
-    return create(call, SPEC, lambda c, v, i: _insert(call, c, v, i),
-                  lambda v: v.get("disk_image"))
-
+di_create = create_handler(SPEC, _insert, name_argument="disk_image")
 
 @defer.inlineCallbacks
 def _tag_changes(call: Call, cursor: Any, target: Target,
