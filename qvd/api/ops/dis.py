@@ -17,6 +17,7 @@ from qvd.api.ops.changes import (
     PROPERTY_NESTED, Arg, Spec, Target, apply_nested, convert, create_handler,
     creation_properties, delete_handler, nested_property_acls, update_handler,
 )
+from qvd.db.ditags import DROP_TAGS, TAG_HOLDERS, takeover
 
 SPEC = Spec(
     model=DI,
@@ -54,17 +55,12 @@ def osf_next_version(cursor: Any, osf_id: int) -> Generator[Any, Any, str]:
 def move_tag(cursor: Any, di_id: int, osf_id: int, tag: str,
              fixed: bool = False) -> Generator[Any, Any, None]:
     """Put ``tag`` on ``di_id``, taking it from the OSF's other DIs (7330 if fixed there)."""
-    yield cursor.execute("SELECT dt.id, dt.di_id, dt.fixed FROM di_tags dt JOIN dis d"
-                         " ON d.id = dt.di_id WHERE d.osf_id = %s AND dt.tag = %s",
-                         (osf_id, tag))
-    for tag_id, owner, is_fixed in cursor.fetchall():
-        if owner == di_id:
-            return
-        if is_fixed:
-            raise APIError(7330, tag)
-        yield cursor.execute("DELETE FROM di_tags WHERE id = %s", (tag_id,))
-    yield cursor.execute("INSERT INTO di_tags (di_id, tag, fixed) VALUES (%s, %s, %s)",
-                         (di_id, tag, fixed))
+    yield cursor.execute(TAG_HOLDERS, (osf_id, tag))
+    move = takeover(cursor.fetchall(), di_id, lambda owner: APIError(7330, tag))
+    yield cursor.execute(DROP_TAGS, (move.drop,))
+    if move.add:
+        yield cursor.execute("INSERT INTO di_tags (di_id, tag, fixed) VALUES (%s, %s, %s)",
+                             (di_id, tag, fixed))
 
 
 @defer.inlineCallbacks
