@@ -19,15 +19,16 @@ from qvd.api.ops.changes import (
 )
 from qvd.db.ditags import DROP_TAGS, TAG_HOLDERS, takeover
 
+# Optional integer arguments kept in the di_runtimes column of the same name.
+RUNTIME_SETTINGS = ("auto_publish", "expiration_time_soft", "expiration_time_hard")
+
 SPEC = Spec(
     model=DI,
     update={"blocked": Arg("dis", "id", "blocked", "bool"),
             "description": Arg("dis", "id", "description"),
-            "auto_publish": Arg("di_runtimes", "di_id", "auto_publish", "int"),
-            "expiration_time_soft": Arg("di_runtimes", "di_id", "expiration_time_soft", "int"),
-            "expiration_time_hard": Arg("di_runtimes", "di_id", "expiration_time_hard", "int")},
+            **{name: Arg("di_runtimes", "di_id", name, "int") for name in RUNTIME_SETTINGS}},
     mandatory=("version", "disk_image", "osf_id", "blocked"),
-    optional=("description", "auto_publish", "expiration_time_soft", "expiration_time_hard"),
+    optional=("description", *RUNTIME_SETTINGS),
     defaults={"blocked": "0", "version": "-"},
     create_acls={"__properties__": r"^di\.create\.properties$",
                  "__tags__": r"^di\.create\.(tags|default)$"},
