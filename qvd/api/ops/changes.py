@@ -386,7 +386,8 @@ def creation_properties(call: Call, cursor: Any, model: Model,
 
 @dataclass(frozen=True)
 class Column:
-    """A column a create fills from one argument, converted as ``kind``."""
+    """A column a create fills from one argument, converted as ``kind`` (not a listing's
+    ``qvd.api.model.Column``)."""
 
     column: str
     argument: str
@@ -397,10 +398,11 @@ class Column:
 @defer.inlineCallbacks
 def insert_row(call: Call, cursor: Any, table: str, values: Mapping[str, Any],
                columns: Sequence[Column],
-               given: Mapping[str, Any] = {}) -> Generator[Any, Any, int]:
+               given: Optional[Mapping[str, Any]] = None) -> Generator[Any, Any, int]:
     """INSERT one row (``given`` columns, then ``columns`` converted in order, so the
     first bad argument is the one reported); its new id.  Names are normalised within
     the row's ``tenant_id``."""
+    given = given or {}
     converted = []
     for c in columns:
         value = convert(call, c.argument, values.get(c.argument), c.kind, given.get("tenant_id"))
