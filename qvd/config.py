@@ -19,11 +19,13 @@ import functools
 import os
 import re
 from importlib import resources
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional, TypeVar
 
 DEFAULT_PATH = "/etc/qvd/node.conf"
 ENV_PATH = "QVD_CONFIG"
 GLOBAL_TENANT = -1
+
+Number = TypeVar("Number", int, float)
 
 FILE_ONLY = ("nodename", "database.", "internal.database.", "log.")
 PER_TENANT = (
@@ -287,20 +289,21 @@ class Config:
         return self._raw(key, tenant) is not None
 
     def get_int(self, key: str, tenant: Optional[int] = None, default: Optional[int] = None) -> int:
-        value = self.get(key, tenant, None if default is None else str(default))
-        try:
-            return int(value.strip())
-        except ValueError:
-            raise ConfigError(f"configuration key {key!r} must be an integer, not {value!r}") from None
+        return self._get_number(key, tenant, default, int, "an integer")
 
     def get_float(
         self, key: str, tenant: Optional[int] = None, default: Optional[float] = None
     ) -> float:
+        return self._get_number(key, tenant, default, float, "a number")
+
+    def _get_number(self, key: str, tenant: Optional[int], default: Optional[Number],
+                    parse: Callable[[str], Number], what: str) -> Number:
+        """The value read by ``parse``; a ConfigError naming the key and ``what`` it must be."""
         value = self.get(key, tenant, None if default is None else str(default))
         try:
-            return float(value.strip())
+            return parse(value.strip())
         except ValueError:
-            raise ConfigError(f"configuration key {key!r} must be a number, not {value!r}") from None
+            raise ConfigError(f"configuration key {key!r} must be {what}, not {value!r}") from None
 
     def get_bool(
         self, key: str, tenant: Optional[int] = None, default: Optional[bool] = None

@@ -94,6 +94,16 @@ def cannot_start(name: str, error: Exception) -> SystemExit:
 STARTUP_ERRORS = (ConfigError, DatabaseError, StartError)
 
 
+def log_startup_failure(logger: Logger, name: str, failure: Failure, *known: type) -> None:
+    """Why ``name`` cannot start, on one critical line; a traceback only for an error that
+    is neither a STARTUP_ERRORS one nor ``known`` (those explain themselves)."""
+    expected = failure.check(*STARTUP_ERRORS, *known)
+    logger.critical("{name} cannot start: {why}", name=name,
+                    why=failure.getErrorMessage() if expected else repr(failure.value))
+    if not expected:
+        logger.failure("start-up failed", failure)
+
+
 class NodeDaemon(MultiService):
     """One daemon process of a node: the shared resources, then its services."""
 
@@ -142,11 +152,7 @@ class NodeDaemon(MultiService):
         self._started.fire()
 
     def _failed(self, failure: Failure) -> None:
-        known = failure.check(*STARTUP_ERRORS)
-        log.critical("{name} cannot start: {why}", name=self.name,
-                     why=failure.getErrorMessage() if known else repr(failure.value))
-        if not known:
-            log.failure("start-up failed", failure)
+        log_startup_failure(log, self.name, failure)
         self._started.fire(failure)
         if self.reactor.running:
             self.reactor.stop()

@@ -12,25 +12,20 @@ from __future__ import annotations
 from typing import Any, Generator
 
 from twisted.internet import defer
-from twisted.trial import unittest
 
 from qvd.db import runtimes
 from qvd.db.pool import ConnectionLost, Database
-from tests.support.postgres import cluster, drop_database, new_database
+from tests.support.pool import PoolTestCase
+from tests.support.postgres import cluster
 
 
-class AfterRestartTests(unittest.TestCase):
+class AfterRestartTests(PoolTestCase):
     def setUp(self) -> None:
-        self.db = new_database()
-        self.addCleanup(drop_database, self.db)
+        super().setUp()
         self.addCleanup(cluster().start)
 
-    @defer.inlineCallbacks
-    def started(self) -> Generator[Any, Any, Database]:
-        database = Database(self.db.config("internal.database.pool.size = 1\n"), "qvd-test")
-        self.addCleanup(database.close)
-        yield database.start()
-        return database
+    def started(self) -> defer.Deferred[Database]:
+        return self.start_pool(self.db.config("internal.database.pool.size = 1\n"), "qvd-test")
 
     @defer.inlineCallbacks
     def test_a_read_is_run_again_on_a_fresh_connection(self) -> Generator[Any, Any, None]:

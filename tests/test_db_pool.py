@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import psycopg2
 from twisted.internet import defer, protocol, reactor, task
-from twisted.trial import unittest
 
 from qvd.db import DatabaseError
 from qvd.db.pool import ATTEMPTS, BACKOFF, Database
 from qvd.pgcluster import free_port
 from qvd.config import Config
-from tests.support.postgres import cluster, drop_database, new_database
+from tests.support.pool import PoolTestCase
+from tests.support.postgres import cluster
 
 if TYPE_CHECKING:  # not imported at run time: pytest would try to collect it
     from tests.support.postgres import TestDatabase
@@ -48,17 +48,18 @@ def config_for(db: TestDatabase, extra: str = "") -> Config:
     return db.config(f"internal.database.client.connect.timeout = {CONNECT_TIMEOUT}\n" + extra)
 
 
-class DatabaseTests(unittest.TestCase):
-    def setUp(self) -> None:
-        self.db = new_database()
-        self.addCleanup(drop_database, self.db)
+def counted(attempts: list[Any], statement: str) -> Callable[[Any], Any]:
+    """An interaction running ``statement`` that appends its cursor to ``attempts`` each
+    time the pool runs it, so a test sees how often it was retried."""
+    def interaction(cursor: Any) -> Any:
+        attempts.append(cursor)
+        return cursor.execute(statement)
+    return interaction
 
-    @defer.inlineCallbacks
-    def started(self, extra: str = "", **kwargs: Any) -> Generator[Any, Any, Database]:
-        database = Database(config_for(self.db, extra), "qvd-test-pool", **kwargs)
-        self.addCleanup(database.close)
-        yield database.start()
-        return database
+
+class DatabaseTests(PoolTestCase):
+    def started(self, extra: str = "", **kwargs: Any) -> defer.Deferred[Database]:
+        return self.start_pool(config_for(self.db, extra), "qvd-test-pool", **kwargs)
 
     @defer.inlineCallbacks
     def test_queries_operations_and_interactions(self) -> Generator[Any, Any, None]:
@@ -118,13 +119,8 @@ class DatabaseTests(unittest.TestCase):
     def test_retries_back_off_on_the_clock_then_give_up(self) -> Generator[Any, Any, None]:
         clock = RecordingClock()
         database = yield self.started(clock=clock)
-        attempts = []
-
-        def doomed(cursor: Any) -> Any:
-            attempts.append(cursor)
-            return cursor.execute(FORCE_40001)
-
-        result = database.run_interaction(doomed)
+        attempts: list[Any] = []
+        result = database.run_interaction(counted(attempts, FORCE_40001))
         for n in range(1, ATTEMPTS):
             delay = yield clock.next_delay()
             self.assertTrue(BACKOFF / 2 * 2**n <= delay <= BACKOFF * 2**n, (n, delay))
@@ -152,13 +148,10 @@ class DatabaseTests(unittest.TestCase):
     def test_other_errors_propagate_at_once(self) -> Generator[Any, Any, None]:
         clock = RecordingClock()
         database = yield self.started(clock=clock)
-        attempts = []
-
-        def failing(cursor: Any) -> Any:
-            attempts.append(cursor)
-            return cursor.execute("SELECT * FROM no_such_table")
-
-        yield self.assertFailure(database.run_interaction(failing), psycopg2.errors.UndefinedTable)
+        attempts: list[Any] = []
+        yield self.assertFailure(
+            database.run_interaction(counted(attempts, "SELECT * FROM no_such_table")),
+            psycopg2.errors.UndefinedTable)
         yield self.assertFailure(database.run_query("SELECT 1 / 0"), psycopg2.errors.DivisionByZero)
         self.assertEqual(len(attempts), 1)
         self.assertEqual(clock.getDelayedCalls(), [])

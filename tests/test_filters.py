@@ -21,6 +21,7 @@ from qvd.admin.filters import (
     Or,
     ValueList,
     ValueRange,
+    holds,
     parse,
     to_sql,
 )
@@ -403,12 +404,10 @@ def space(rnd: random.Random) -> str:
 
 
 def evaluate(tree: Node, row: Row) -> bool:
-    if isinstance(tree, And):
-        return evaluate(tree.left, row) and evaluate(tree.right, row)
-    if isinstance(tree, Or):
-        return evaluate(tree.left, row) or evaluate(tree.right, row)
-    if isinstance(tree, Not):
-        return not evaluate(tree.operand, row)
+    return holds(tree, lambda comparison: evaluate_comparison(comparison, row))
+
+
+def evaluate_comparison(tree: Compare, row: Row) -> bool:
     column = row["nsbf".index(tree.key)]
     if column is None:  # two-valued logic: a comparison with NULL is false
         return False

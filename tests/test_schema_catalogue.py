@@ -18,7 +18,7 @@ from __future__ import annotations
 import select
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import psycopg2
 import psycopg2.extensions
@@ -133,6 +133,62 @@ def views_setups(name: str, owner_column: str, owner: str) -> Table:
     )
 
 
+def counters(name: str, key: str, owner: str, counts: tuple[str, ...]) -> Table:
+    """A host's or VM's counters: integers from 0 (the key too), gone with their owner."""
+    return Table(name, [Col(column, INT, NN, "0") for column in (key, *counts)], pk=(key,),
+                 fks=[FK(key, owner, "id", on_delete=CASCADE)])
+
+
+def relation(name: str, left: tuple[str, str], right: tuple[str, str],
+             extra: Sequence[Col] = (), unique: Optional[tuple[str, str]] = None) -> Table:
+    """A many-to-many link: (column, referenced table) twice, each pair once, both
+    references cascading, so a link goes with either end."""
+    return Table(
+        name,
+        [Col("id", INT, NN, SERIAL), Col(left[0], INT, NN), Col(right[0], INT, NN), *extra],
+        pk=("id",),
+        unique=[unique or (left[0], right[0])],
+        fks=[FK(column, table, "id", CASCADE, CASCADE) for column, table in (left, right)],
+    )
+
+
+def wat_setups(name: str, owner_column: str, owner: str) -> Table:
+    """The WAT's per-tenant or per-administrator block size and language (one row each)."""
+    return Table(
+        name,
+        [
+            Col("id", INT, NN, SERIAL),
+            Col("block", INT, NN, "10"),
+            Col("language", "language_enum", NN, "auto"),
+            Col(owner_column, INT, NN),
+        ],
+        pk=("id",),
+        unique=[(owner_column,)],
+        fks=[FK(owner_column, owner, "id", CASCADE, CASCADE)],
+    )
+
+
+def property_views(name: str, owner: Optional[tuple[str, str]] = None) -> Table:
+    """The WAT's setup of custom-property columns; the tenant's table has no owner column
+    (as in QVD 4), the administrator's has (column, referenced table)."""
+    owned = [owner] if owner else []
+    return Table(
+        name,
+        [
+            Col("id", INT, NN, SERIAL),
+            *(Col(column, INT, NN) for column, _ in owned),
+            Col("qvd_obj_prop_id", INT, NN),
+            Col("visible", BOOL, NN),
+            Col("view_type", VIEW_TYPE_ENUM, NN),
+            Col("device_type", DEVICE_TYPE_ENUM, NN),
+        ],
+        pk=("id",),
+        unique=[(*(column for column, _ in owned), "qvd_obj_prop_id", "view_type", "device_type")],
+        fks=[*(FK(column, table, "id", CASCADE, CASCADE) for column, table in owned),
+             FK("qvd_obj_prop_id", "qvd_object_properties_list", "id", CASCADE, CASCADE)],
+    )
+
+
 def log_table(name: str, wat: bool) -> Table:
     return Table(
         name,
@@ -201,15 +257,8 @@ EXPECTED_TABLES: dict[str, Table] = {t.name: t for t in [
     ]),
     lookup("host_states", 20),
     lookup("host_cmds", 20),
-    Table("host_counters", [
-        Col("host_id", INT, NN, "0"),
-        Col("http_requests", INT, NN, "0"),
-        Col("auth_attempts", INT, NN, "0"),
-        Col("auth_ok", INT, NN, "0"),
-        Col("nx_attempts", INT, NN, "0"),
-        Col("nx_ok", INT, NN, "0"),
-        Col("short_sessions", INT, NN, "0"),
-    ], pk=("host_id",), fks=[FK("host_id", "hosts", "id", on_delete=CASCADE)]),
+    counters("host_counters", "host_id", "hosts", ("http_requests", "auth_attempts", "auth_ok",
+                                                  "nx_attempts", "nx_ok", "short_sessions")),
     Table("vms", [
         Col("id", INT, NN, SERIAL),
         Col("name", vc(64), NN),
@@ -264,11 +313,7 @@ EXPECTED_TABLES: dict[str, Table] = {t.name: t for t in [
     ]),
     lookup("vm_states", 12),
     lookup("vm_cmds", 20),
-    Table("vm_counters", [
-        Col("vm_id", INT, NN, "0"),
-        Col("run_attempts", INT, NN, "0"),
-        Col("run_ok", INT, NN, "0"),
-    ], pk=("vm_id",), fks=[FK("vm_id", "vms", "id", on_delete=CASCADE)]),
+    counters("vm_counters", "vm_id", "vms", ("run_attempts", "run_ok")),
     Table("osfs", [
         Col("tenant_id", INT, NN),
         Col("id", INT, NN, SERIAL),
@@ -381,65 +426,17 @@ EXPECTED_TABLES: dict[str, Table] = {t.name: t for t in [
         Col("name", vc(64), NN),
         Col("description", vc(80)),
     ], pk=("id",), unique=[("name",)]),
-    Table("acl_role_relations", [
-        Col("id", INT, NN, SERIAL),
-        Col("acl_id", INT, NN),
-        Col("role_id", INT, NN),
-        Col("positive", BOOL, NN),
-    ], pk=("id",), unique=[("role_id", "acl_id")], fks=[
-        FK("acl_id", "acls", "id", CASCADE, CASCADE),
-        FK("role_id", "roles", "id", CASCADE, CASCADE),
-    ]),
-    Table("role_role_relations", [
-        Col("id", INT, NN, SERIAL),
-        Col("inheritor_id", INT, NN),
-        Col("inherited_id", INT, NN),
-    ], pk=("id",), unique=[("inheritor_id", "inherited_id")], fks=[
-        FK("inheritor_id", "roles", "id", CASCADE, CASCADE),
-        FK("inherited_id", "roles", "id", CASCADE, CASCADE),
-    ]),
-    Table("role_administrator_relations", [
-        Col("id", INT, NN, SERIAL),
-        Col("role_id", INT, NN),
-        Col("administrator_id", INT, NN),
-    ], pk=("id",), unique=[("role_id", "administrator_id")], fks=[
-        FK("role_id", "roles", "id", CASCADE, CASCADE),
-        FK("administrator_id", "administrators", "id", CASCADE, CASCADE),
-    ]),
-    Table("wat_setups_by_administrators", [
-        Col("id", INT, NN, SERIAL),
-        Col("block", INT, NN, "10"),
-        Col("language", "language_enum", NN, "auto"),
-        Col("administrator_id", INT, NN),
-    ], pk=("id",), unique=[("administrator_id",)],
-        fks=[FK("administrator_id", "administrators", "id", CASCADE, CASCADE)]),
-    Table("wat_setups_by_tenants", [
-        Col("id", INT, NN, SERIAL),
-        Col("block", INT, NN, "10"),
-        Col("language", "language_enum", NN, "auto"),
-        Col("tenant_id", INT, NN),
-    ], pk=("id",), unique=[("tenant_id",)],
-        fks=[FK("tenant_id", "tenants", "id", CASCADE, CASCADE)]),
+    relation("acl_role_relations", ("acl_id", "acls"), ("role_id", "roles"),
+             extra=[Col("positive", BOOL, NN)], unique=("role_id", "acl_id")),
+    relation("role_role_relations", ("inheritor_id", "roles"), ("inherited_id", "roles")),
+    relation("role_administrator_relations", ("role_id", "roles"),
+             ("administrator_id", "administrators")),
+    wat_setups("wat_setups_by_administrators", "administrator_id", "administrators"),
+    wat_setups("wat_setups_by_tenants", "tenant_id", "tenants"),
     views_setups("views_setups_attributes_tenant", "tenant_id", "tenants"),
     views_setups("views_setups_attributes_administrator", "administrator_id", "administrators"),
-    Table("views_setups_properties_tenant", [
-        Col("id", INT, NN, SERIAL),
-        Col("qvd_obj_prop_id", INT, NN),
-        Col("visible", BOOL, NN),
-        Col("view_type", VIEW_TYPE_ENUM, NN),
-        Col("device_type", DEVICE_TYPE_ENUM, NN),
-    ], pk=("id",), unique=[("qvd_obj_prop_id", "view_type", "device_type")],
-        fks=[FK("qvd_obj_prop_id", "qvd_object_properties_list", "id", CASCADE, CASCADE)]),
-    Table("views_setups_properties_administrator", [
-        Col("id", INT, NN, SERIAL),
-        Col("administrator_id", INT, NN),
-        Col("qvd_obj_prop_id", INT, NN),
-        Col("visible", BOOL, NN),
-        Col("view_type", VIEW_TYPE_ENUM, NN),
-        Col("device_type", DEVICE_TYPE_ENUM, NN),
-    ], pk=("id",), unique=[("administrator_id", "qvd_obj_prop_id", "view_type", "device_type")],
-        fks=[FK("administrator_id", "administrators", "id", CASCADE, CASCADE),
-             FK("qvd_obj_prop_id", "qvd_object_properties_list", "id", CASCADE, CASCADE)]),
+    property_views("views_setups_properties_tenant"),
+    property_views("views_setups_properties_administrator", ("administrator_id", "administrators")),
     Table("session", [
         Col("sid", vc(40), NN),
         Col("data", TEXT),
@@ -536,24 +533,25 @@ FIRST_ID = 10000
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def deployed() -> Iterator[Database]:
-    """A pristine deployed database, only read from."""
+def _new_deployed_database() -> Iterator[Database]:
+    """A new deployed database for a fixture, dropped when the fixture ends."""
     db = new_database()
     try:
         yield db
     finally:
         drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def deployed() -> Iterator[Database]:
+    """A pristine deployed database, only read from."""
+    yield from _new_deployed_database()
 
 
 @pytest.fixture
 def fresh() -> Iterator[Database]:
     """A deployed database the test may write to."""
-    db = new_database()
-    try:
-        yield db
-    finally:
-        drop_database(db)
+    yield from _new_deployed_database()
 
 
 def report(problems: list[str], what: str) -> str:
@@ -713,6 +711,15 @@ def test_primary_keys(deployed: Database) -> None:
     assert not problems, report(problems, "primary key")
 
 
+def differences(table: str, kind: str, legend: str, expected: dict[str, Any],
+                actual: dict[str, Any]) -> list[str]:
+    """One problem line per constraint or index name whose definition differs (or that
+    one side lacks)."""
+    return [f"{table}: {kind} {name}: expected {legend}{expected.get(name)}, "
+            f"found {actual.get(name)}"
+            for name in sorted(set(expected) | set(actual)) if expected.get(name) != actual.get(name)]
+
+
 def test_unique_constraints(deployed: Database) -> None:
     found: dict[str, dict[str, tuple]] = {}
     for (table, name), (cols, deferrable, _) in _constraints(deployed, "u").items():
@@ -720,11 +727,8 @@ def test_unique_constraints(deployed: Database) -> None:
     problems = []
     for table in EXPECTED_TABLES.values():
         expected = {n: (cols, False) for n, cols in table.unique_constraints().items()}
-        actual = found.get(table.name, {})
-        for name in sorted(set(expected) | set(actual)):
-            if expected.get(name) != actual.get(name):
-                problems.append(f"{table.name}: UNIQUE {name}: expected (columns, deferrable)="
-                                f"{expected.get(name)}, found {actual.get(name)}")
+        problems += differences(table.name, "UNIQUE", "(columns, deferrable)=", expected,
+                                found.get(table.name, {}))
     assert not problems, report(problems, "unique constraint")
 
 
@@ -735,12 +739,8 @@ def test_foreign_keys(deployed: Database) -> None:
     legend = "(columns, ref table, ref columns, ON DELETE, ON UPDATE, deferrable, initially deferred)"
     problems = []
     for table in EXPECTED_TABLES.values():
-        expected = table.foreign_keys()
-        actual = found.get(table.name, {})
-        for name in sorted(set(expected) | set(actual)):
-            if expected.get(name) != actual.get(name):
-                problems.append(f"{table.name}: FK {name}: expected {expected.get(name)}, "
-                                f"found {actual.get(name)}")
+        problems += differences(table.name, "FK", "", table.foreign_keys(),
+                                found.get(table.name, {}))
     assert not problems, report(problems, f"foreign key {legend}")
 
 
@@ -756,11 +756,8 @@ def test_indexes(deployed: Database) -> None:
         expected = {n: (c, True) for n, c in table.unique_constraints().items()}
         expected.update({n: (c, False) for n, c in table.fk_indexes().items()})
         expected.update(EXTRA_INDEXES.get(table.name, {}))
-        actual = found.get(table.name, {})
-        for name in sorted(set(expected) | set(actual)):
-            if expected.get(name) != actual.get(name):
-                problems.append(f"{table.name}: index {name}: expected (columns, unique)="
-                                f"{expected.get(name)}, found {actual.get(name)}")
+        problems += differences(table.name, "index", "(columns, unique)=", expected,
+                                found.get(table.name, {}))
     assert not problems, report(problems, "index")
 
 

@@ -17,6 +17,7 @@ from qvd.admin.base import AdminBase, AdminError, Result, to_address, to_bool, t
 from qvd.admin.command import Command
 from qvd.admin.objects import OSF, USER, ObjectKind
 from qvd.config import Config, ConfigError
+from qvd.db.ditags import DROP_TAGS, TAG_HOLDERS, takeover
 from qvd.db.provisioning import address_range, highest_free_address
 
 
@@ -188,16 +189,12 @@ class CreationMixin(AdminBase):
                 raise AdminError(f"cannot remove image {name}: {e.strerror}") from None
 
     def _move_tag(self, cur, di_id: int, osf_id: int, tag: str) -> None:
-        cur.execute("SELECT dt.id, dt.di_id, dt.fixed FROM di_tags dt JOIN dis d"
-                    " ON d.id = dt.di_id WHERE d.osf_id = %s AND dt.tag = %s",
-                    (osf_id, tag))
-        for tag_id, owner, fixed in cur.fetchall():
-            if owner == di_id:
-                return
-            if fixed:
-                raise AdminError(f"tag {tag!r} is fixed on di {owner} and cannot be moved")
-            cur.execute("DELETE FROM di_tags WHERE id = %s", (tag_id,))
-        cur.execute("INSERT INTO di_tags (di_id, tag) VALUES (%s, %s)", (di_id, tag))
+        cur.execute(TAG_HOLDERS, (osf_id, tag))
+        move = takeover(cur.fetchall(), di_id, lambda owner: AdminError(
+            f"tag {tag!r} is fixed on di {owner} and cannot be moved"))
+        cur.execute(DROP_TAGS, (move.drop,))
+        if move.add:
+            cur.execute("INSERT INTO di_tags (di_id, tag) VALUES (%s, %s)", (di_id, tag))
 
     def _tags(self, command: Command) -> list[str]:
         tags = [a.value.strip() for a in command.arguments if a.key is None and a.value.strip()]

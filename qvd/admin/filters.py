@@ -56,7 +56,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal, Mapping, Optional, Union
+from typing import Callable, Literal, Mapping, Optional, Union
 
 from qvd.config import parse_bool
 
@@ -95,19 +95,19 @@ class Compare:
 
 
 @dataclass(frozen=True)
-class And:
+class Binary:
+    """Two filters joined by ``,`` or ``;``: the parser, SQL and evaluators treat both alike."""
+
+    left: Node
+    right: Node
+
+
+class And(Binary):
     """``left, right``: both hold."""
 
-    left: Node
-    right: Node
 
-
-@dataclass(frozen=True)
-class Or:
+class Or(Binary):
     """``left; right``: either holds."""
-
-    left: Node
-    right: Node
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,20 @@ class Not:
 
 
 Node = Union[Compare, And, Or, Not]
+
+
+
+def holds(node: Node, comparison_holds: Callable[[Compare], bool]) -> bool:
+    """Whether the tree holds, given whether each comparison does: the one boolean walk
+    shared by everything that evaluates a filter in Python rather than in SQL."""
+    if isinstance(node, And):
+        return holds(node.left, comparison_holds) and holds(node.right, comparison_holds)
+    if isinstance(node, Or):
+        return holds(node.left, comparison_holds) or holds(node.right, comparison_holds)
+    if isinstance(node, Not):
+        return not holds(node.operand, comparison_holds)
+    return comparison_holds(node)
+
 
 OPERATORS = ("=", "!=", "<", ">", "<=", ">=", "~")
 _ORDERED = ("<", ">", "<=", ">=")

@@ -23,7 +23,7 @@ from twisted.web import resource, server
 from qvd.api.dispatch import API, Answer
 from qvd.api.errors import APIError, success
 from qvd.api.ops import dis
-from qvd.api.web import Refusal, peer_of, read_params, respond, _cookie
+from qvd.api.web import APIEndpoint, Refusal, peer_of, read_params, respond, _cookie
 
 log = Logger()
 
@@ -53,15 +53,8 @@ def _store(data: bytes, images: str, name: str) -> None:
     os.replace(partial, os.path.join(images, name))
 
 
-class _Endpoint(resource.Resource):
-    isLeaf = True
-
-    def __init__(self, api: API):
-        super().__init__()
-        self.api = api
-
-    def render_GET(self, request: server.Request) -> Any:
-        return self.render_POST(request)
+class _Endpoint(APIEndpoint):
+    """A disk-image endpoint: creates the DI row, then works on its file."""
 
     @defer.inlineCallbacks
     def created(self, request: server.Request, params: dict[str, Any]) -> Generator[Any, Any, tuple]:
@@ -95,73 +88,73 @@ class _Endpoint(resource.Resource):
 
 
 class StagingResource(_Endpoint):
-    def render_POST(self, request: server.Request) -> Any:
-        @defer.inlineCallbacks
-        def work() -> Any:
-            params = read_params(request)
-            answer, di_id, name = yield self.created(request, params)
-            if di_id is None:
-                return answer
-            staging = self.api.config.get("path.storage.staging")
-            images = self.api.config.get("path.storage.images")
-            source = os.path.join(staging, os.path.basename(str(
-                (params.get("arguments") or {}).get("disk_image", ""))))
-            if not os.path.isdir(staging):
-                copy = defer.fail(APIError(2230))
-            elif not os.path.isfile(source):
-                copy = defer.fail(APIError(2240))
-            else:
-                copy = threads.deferToThread(_copy, source, images, name)
-            self.finish(di_id, copy, 2210).addErrback(
-                lambda f: log.failure("staging copy failed", f))
+    """``/api/di/staging``: a DI from a file already in the staging directory."""
+
+    @defer.inlineCallbacks
+    def answer(self, request: server.Request) -> Any:
+        params = read_params(request)
+        answer, di_id, name = yield self.created(request, params)
+        if di_id is None:
             return answer
-        return respond(request, work)
+        staging = self.api.config.get("path.storage.staging")
+        images = self.api.config.get("path.storage.images")
+        source = os.path.join(staging, os.path.basename(str(
+            (params.get("arguments") or {}).get("disk_image", ""))))
+        if not os.path.isdir(staging):
+            copy = defer.fail(APIError(2230))
+        elif not os.path.isfile(source):
+            copy = defer.fail(APIError(2240))
+        else:
+            copy = threads.deferToThread(_copy, source, images, name)
+        self.finish(di_id, copy, 2210).addErrback(
+            lambda f: log.failure("staging copy failed", f))
+        return answer
 
 
 class UploadResource(_Endpoint):
-    def render_POST(self, request: server.Request) -> Any:
-        @defer.inlineCallbacks
-        def work() -> Any:
-            files = (request.args or {}).pop(b"file", None)
-            params = read_params(request)
-            if not files:
-                raise APIError(2250)
-            answer, di_id, name = yield self.created(request, params)
-            if di_id is None:
-                return answer
-            images = self.api.config.get("path.storage.images")
-            yield self.finish(di_id, threads.deferToThread(_store, files[-1], images, name), 2251)
+    """``/api/di/upload``: a DI from the uploaded ``file``."""
+
+    @defer.inlineCallbacks
+    def answer(self, request: server.Request) -> Any:
+        files = (request.args or {}).pop(b"file", None)
+        params = read_params(request)
+        if not files:
+            raise APIError(2250)
+        answer, di_id, name = yield self.created(request, params)
+        if di_id is None:
             return answer
-        return respond(request, work)
+        images = self.api.config.get("path.storage.images")
+        yield self.finish(di_id, threads.deferToThread(_store, files[-1], images, name), 2251)
+        return answer
 
     def render_GET(self, request: server.Request) -> Any:
         return respond(request, lambda: defer.succeed(Answer(success())))
 
 
 class PublishResource(_Endpoint):
-    def render_POST(self, request: server.Request) -> Any:
-        @defer.inlineCallbacks
-        def work() -> Any:
-            params = read_params(request)
-            admin, _ = yield self.api.authenticate(params, peer_of(request), _cookie(request))
-            permissions = yield self.api.acls.permissions(admin, self.api.sessions.multitenant())
-            if not permissions.allows(PUBLISH_ACLS):
-                raise APIError(4210, "di_publish")
-            try:
-                di_id = int(params.get("id"))
-            except (TypeError, ValueError):
-                raise APIError(6240, "id") from None
-            rows = yield self.api.database.run_query(
-                "SELECT CAST(r.state AS text), o.tenant_id FROM dis d JOIN osfs o"
-                " ON o.id = d.osf_id LEFT JOIN di_runtimes r ON r.di_id = d.id WHERE d.id = %s",
-                (di_id,))
-            if not rows or (not admin.superadmin and rows[0][1] != admin.tenant_id):
-                raise APIError(2290)
-            if rows[0][0] != "ready":
-                raise APIError(1100, info="only a ready disk image can be published")
-            yield self.api.database.run_interaction(lambda c: dis.publish(c, di_id))
-            return Answer(success())
-        return respond(request, work)
+    """``/api/di/publish``: publish a ready DI."""
+
+    @defer.inlineCallbacks
+    def answer(self, request: server.Request) -> Any:
+        params = read_params(request)
+        admin, _ = yield self.api.authenticate(params, peer_of(request), _cookie(request))
+        permissions = yield self.api.acls.permissions(admin, self.api.sessions.multitenant())
+        if not permissions.allows(PUBLISH_ACLS):
+            raise APIError(4210, "di_publish")
+        try:
+            di_id = int(params.get("id"))
+        except (TypeError, ValueError):
+            raise APIError(6240, "id") from None
+        rows = yield self.api.database.run_query(
+            "SELECT CAST(r.state AS text), o.tenant_id FROM dis d JOIN osfs o"
+            " ON o.id = d.osf_id LEFT JOIN di_runtimes r ON r.di_id = d.id WHERE d.id = %s",
+            (di_id,))
+        if not rows or (not admin.superadmin and rows[0][1] != admin.tenant_id):
+            raise APIError(2290)
+        if rows[0][0] != "ready":
+            raise APIError(1100, info="only a ready disk image can be published")
+        yield self.api.database.run_interaction(lambda c: dis.publish(c, di_id))
+        return Answer(success())
 
 
 class DiResource(resource.Resource):

@@ -24,7 +24,9 @@ from qvd.api.acls import CHANNEL as ACLS_CHANNEL
 from qvd.api.dispatch import API
 from qvd.api.web import LimitedRequest, Root
 from qvd.config import Config, ConfigError
-from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, for_twistd, prepare
+from qvd.daemon import (
+    STARTUP_ERRORS, NodeDaemon, cannot_start, for_twistd, log_startup_failure, prepare,
+)
 from qvd.daemon import Options as DaemonOptions
 
 log = Logger()
@@ -124,11 +126,7 @@ class APIService(MultiService):
         return self.api.sessions.forget_expired().addErrback(failed)
 
     def _fatal(self, failure: Any) -> None:
-        known = failure.check(*STARTUP_ERRORS, OSError)
-        log.critical("qvd-api cannot start: {why}",
-                     why=failure.getErrorMessage() if known else repr(failure.value))
-        if not known:
-            log.failure("start-up failed", failure)
+        log_startup_failure(log, "qvd-api", failure, OSError)
         self.ready.errback(failure)
         if self.reactor.running:
             self.reactor.stop()

@@ -110,8 +110,9 @@ def respond(request: server.Request, work: Callable[[], defer.Deferred[Answer]])
     return server.NOT_DONE_YET
 
 
-class ActionResource(resource.Resource):
-    """``/api``: one action per request."""
+class APIEndpoint(resource.Resource):
+    """A leaf of ``/api`` serving one ``API``: GET and POST alike (QVD 4's clients use
+    both) run ``answer`` through ``respond``, so every endpoint fails the same way."""
 
     isLeaf = True
 
@@ -119,14 +120,22 @@ class ActionResource(resource.Resource):
         super().__init__()
         self.api = api
 
+    def render_POST(self, request: server.Request) -> int:
+        return respond(request, lambda: self.answer(request))
+
     def render_GET(self, request: server.Request) -> int:
         return self.render_POST(request)
 
-    def render_POST(self, request: server.Request) -> int:
-        def work() -> defer.Deferred[Answer]:
-            params = read_params(request)
-            return self.api.process(params, peer_of(request), _cookie(request))
-        return respond(request, work)
+    def answer(self, request: server.Request) -> defer.Deferred[Answer]:
+        raise NotImplementedError
+
+
+class ActionResource(APIEndpoint):
+    """``/api``: one action per request."""
+
+    def answer(self, request: server.Request) -> defer.Deferred[Answer]:
+        params = read_params(request)
+        return self.api.process(params, peer_of(request), _cookie(request))
 
     def render_OPTIONS(self, request: server.Request) -> bytes:
         request.setHeader(b"access-control-allow-origin", b"*")
@@ -140,22 +149,11 @@ def _cookie(request: server.Request) -> Optional[str]:
     return value.decode("ascii", "replace") if value else None
 
 
-class InfoResource(resource.Resource):
+class InfoResource(APIEndpoint):
     """``/api/info``: what a client needs before logging in (no authentication)."""
 
-    isLeaf = True
-
-    def __init__(self, api: API):
-        super().__init__()
-        self.api = api
-
-    def render_GET(self, request: server.Request) -> int:
-        return respond(request, self._info)
-
-    render_POST = render_GET
-
     @defer.inlineCallbacks
-    def _info(self) -> Any:
+    def answer(self, request: server.Request) -> Any:
         config = self.api.config
         rows = yield self.api.database.run_query(
             "SELECT version FROM versions WHERE component = 'schema'")
@@ -181,32 +179,22 @@ class InfoResource(resource.Resource):
         return Answer(body)
 
 
-class LogoutResource(resource.Resource):
+class LogoutResource(APIEndpoint):
     """``/api/logout``: the session ends here."""
 
-    isLeaf = True
-
-    def __init__(self, api: API):
-        super().__init__()
-        self.api = api
-
-    def render_POST(self, request: server.Request) -> int:
-        @defer.inlineCallbacks
-        def work() -> Any:
-            params = read_params(request)
-            peer = peer_of(request)
-            admin, _ = yield self.api.authenticate(params, peer, _cookie(request))
-            sid = params.get("sid") or _cookie(request)
-            try:
-                yield self.api.sessions.logout(sid)
-            except Exception:
-                raise APIError(3600) from None
-            request.addCookie(COOKIE, b"", path=b"/api/", httpOnly=True, secure=True,
-                              sameSite="strict", expires=b"Thu, 01 Jan 1970 00:00:00 GMT")
-            return Answer(success())
-        return respond(request, work)
-
-    render_GET = render_POST
+    @defer.inlineCallbacks
+    def answer(self, request: server.Request) -> Any:
+        params = read_params(request)
+        peer = peer_of(request)
+        admin, _ = yield self.api.authenticate(params, peer, _cookie(request))
+        sid = params.get("sid") or _cookie(request)
+        try:
+            yield self.api.sessions.logout(sid)
+        except Exception:
+            raise APIError(3600) from None
+        request.addCookie(COOKIE, b"", path=b"/api/", httpOnly=True, secure=True,
+                          sameSite="strict", expires=b"Thu, 01 Jan 1970 00:00:00 GMT")
+        return Answer(success())
 
 
 class Refusal(resource.Resource):

@@ -94,7 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         conn = connect_sync(config, "qvd-deploy-db")
         try:
             deploy(conn, args.force)
-            where = f"{conn.info.dbname!r} on {conn.info.host}:{conn.info.port}"
+            print(f"QVD-DB schema {SCHEMA_VERSION} deployed into database"
+                  f" {conn.info.dbname!r} on {conn.info.host}:{conn.info.port}")
         finally:
             conn.close()
     except (ConfigError, DatabaseError) as e:
@@ -103,7 +104,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as e:  # psycopg2 errors: one line, no traceback
         print(f"qvd-deploy-db: deployment failed: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 1
-    print(f"QVD-DB schema {SCHEMA_VERSION} deployed into database {where}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -32,6 +33,13 @@ def go(browser: Browser, section: str) -> None:
     """Follow a menu link and wait for its page."""
     browser.link(section).click()
     browser.wait(lambda: browser.one("main h1").text.strip() == section, f"the {section} page")
+
+
+def new_dialog(browser: Browser, section: str, button: str) -> Any:
+    """Go to ``section``, press its ``New ...`` button and return the dialog it opens."""
+    go(browser, section)
+    browser.button(button).click()
+    return browser.dialog()
 
 
 def tick(browser: Browser, within, filter_label: str, item: str) -> None:
@@ -125,18 +133,14 @@ def test_vm_goes_running_live_then_is_refused_blocked_and_filtered(
     superadmin.ok("vm_create", arguments={"name": "bob-desk", "user_id": other["rows"][0]["id"],
                                           "osf_id": osf})
     log_in(browser, node.url, "superadmin", "superadmin")
-    go(browser, "Users")
-    browser.button("New user").click()
-    dialog = browser.dialog()
+    dialog = new_dialog(browser, "Users", "New user")
     choose(browser, "Tenant", "default", dialog)
     browser.field("Login", dialog).send_keys("ann")
     browser.field("Password", dialog).send_keys("s3cret")
     create(browser, "Create")
     browser.row("ann")
 
-    go(browser, "Virtual machines")
-    browser.button("New virtual machine").click()
-    dialog = browser.dialog()
+    dialog = new_dialog(browser, "Virtual machines", "New virtual machine")
     browser.field("Name", dialog).send_keys("ann-desk")
     browser.field("User", dialog).send_keys("ann")
     choose(browser, "OSF", "desk (default)", dialog)
@@ -219,9 +223,7 @@ def test_a_tenant_admin_with_a_custom_role_sees_and_does_only_what_it_grants(
     superadmin.ok("user_create", arguments={"tenant_id": acme, "name": "acme-ann", "password": "x"})
     superadmin.call("user_create", arguments={"tenant_id": 1, "name": "ann", "password": "x"})  # maybe there
 
-    go(browser, "Roles")
-    browser.button("New role").click()
-    dialog = browser.dialog()
+    dialog = new_dialog(browser, "Roles", "New role")
     choose(browser, "Tenant", "acme", dialog)
     browser.field("Name", dialog).send_keys("Helpdesk")
     create(browser, "Create")
@@ -233,9 +235,7 @@ def test_a_tenant_admin_with_a_custom_role_sees_and_does_only_what_it_grants(
     tick(browser, dialog, "Filter acls", "user.see.block")
     create(browser, "Save")
 
-    go(browser, "Administrators")
-    browser.button("New administrator").click()
-    dialog = browser.dialog()
+    dialog = new_dialog(browser, "Administrators", "New administrator")
     choose(browser, "Tenant", "acme", dialog)
     browser.field("Name", dialog).send_keys("help")
     browser.field("Password", dialog).send_keys("h3lp")

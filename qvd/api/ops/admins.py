@@ -16,7 +16,8 @@ from qvd.api.call import Call
 from qvd.api.errors import APIError, success
 from qvd.api.model import ACLS_IN_ADMIN, ACLS_IN_ROLE, ADMINISTRATOR, ROLE
 from qvd.api.ops.changes import (
-    Arg, Spec, Target, convert, create, delete_handler, update_handler,
+    Arg, Column, Spec, Target, convert, create_handler, delete_handler, insert_row,
+    update_handler,
 )
 from qvd.api.ops.listing import fetch, one_value, without
 from qvd.db.administrators import admin_by_id
@@ -80,19 +81,24 @@ ADMIN_SPEC = Spec(
 )
 
 
+# (role_id, administrator_id) given or taken away
+_ADMIN_ROLE_CHANGE = {
+    True: "INSERT INTO role_administrator_relations (role_id, administrator_id)"
+          " VALUES (%s, %s) ON CONFLICT DO NOTHING",
+    False: "DELETE FROM role_administrator_relations WHERE role_id = %s"
+           " AND administrator_id = %s",
+}
+
+
 @defer.inlineCallbacks
 def _assign_roles(call: Call, cursor: Any, admin_id: int, values: Any,
                   assign: bool) -> Generator[Any, Any, None]:
     role_ids = yield _ids(cursor, "roles", values, 6370, "roles", _role_tenants(call))
     for role_id in role_ids:
-        if assign:
-            yield cursor.execute(
-                "INSERT INTO role_administrator_relations (role_id, administrator_id)"
-                " VALUES (%s, %s) ON CONFLICT DO NOTHING", (role_id, admin_id))
-        else:
-            yield cursor.execute("DELETE FROM role_administrator_relations WHERE role_id = %s"
-                                 " AND administrator_id = %s", (role_id, admin_id))
+        yield cursor.execute(_ADMIN_ROLE_CHANGE[assign], (role_id, admin_id))
     yield announce(cursor)
+ADMIN_COLUMNS = (Column("name", "name", "name"), Column("password", "password", "password"),
+                 Column("description", "description"))
 
 
 @defer.inlineCallbacks
@@ -100,13 +106,8 @@ def _insert_admin(call: Call, cursor: Any, values: dict, items: list) -> Generat
     tenant_id = convert(call, "tenant_id", values["tenant_id"], "int")
     if tenant_id == -1:
         raise APIError(7110, "tenant_id")
-    yield cursor.execute(
-        "INSERT INTO administrators (tenant_id, name, password, description)"
-        " VALUES (%s, %s, %s, %s) RETURNING id",
-        (tenant_id, convert(call, "name", values["name"], "name", tenant_id),
-         convert(call, "password", values["password"], "password"),
-         convert(call, "description", values.get("description"), "str")))
-    admin_id = cursor.fetchone()[0]
+    admin_id = yield insert_row(call, cursor, "administrators", values, ADMIN_COLUMNS,
+                                given={"tenant_id": tenant_id})
     yield cursor.execute(
         "INSERT INTO wat_setups_by_administrators (administrator_id, language, block)"
         " VALUES (%s, %s, %s)", (admin_id, convert(call, "language", values["language"], "language"),
@@ -117,10 +118,7 @@ def _insert_admin(call: Call, cursor: Any, values: dict, items: list) -> Generat
     return admin_id
 
 
-def administrator_create(call: Call) -> defer.Deferred[dict]:
-    return create(call, ADMIN_SPEC, lambda c, v, i: _insert_admin(call, c, v, i),
-                  lambda v: v.get("name"))
-
+administrator_create = create_handler(ADMIN_SPEC, _insert_admin)
 
 @defer.inlineCallbacks
 def _admin_roles(call: Call, cursor: Any, target: Target, items: list) -> Generator[Any, Any, None]:
@@ -253,27 +251,20 @@ def _role_nested(call: Call, cursor: Any, target: Target, items: list) -> Genera
         elif name == "__acls_changes__unassign_acls":
             yield _assign_acls(cursor, target.id, value, False)
     yield announce(cursor)
+ROLE_COLUMNS = (Column("name", "name"), Column("fixed", "fixed", "bool"),
+                Column("internal", "internal", "bool"), Column("description", "description"))
 
 
 @defer.inlineCallbacks
 def _insert_role(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any, Any, int]:
     tenant_id = convert(call, "tenant_id", values["tenant_id"], "int")
-    yield cursor.execute(
-        "INSERT INTO roles (tenant_id, name, fixed, internal, description)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (tenant_id, convert(call, "name", values["name"], "str"),
-         convert(call, "fixed", values["fixed"], "bool"),
-         convert(call, "internal", values["internal"], "bool"),
-         convert(call, "description", values.get("description"), "str")))
-    role_id = cursor.fetchone()[0]
+    role_id = yield insert_row(call, cursor, "roles", values, ROLE_COLUMNS,
+                               given={"tenant_id": tenant_id})
     yield _role_nested(call, cursor, Target(role_id, None, tenant_id), items)
     return role_id
 
 
-def role_create(call: Call) -> defer.Deferred[dict]:
-    return create(call, ROLE_SPEC, lambda c, v, i: _insert_role(call, c, v, i),
-                  lambda v: v.get("name"))
-
+role_create = create_handler(ROLE_SPEC, _insert_role)
 
 def _role_changes(call: Call, cursor: Any, target: Target) -> defer.Deferred[Any]:
     return announce(cursor)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Mapping, Optional
+from typing import Any, Callable, Collection, Generator, Mapping, Optional, Sequence
 
 import psycopg2
 from twisted.internet import defer
@@ -93,6 +93,17 @@ def check_nested(call: Call, spec: Spec, allowed: tuple[str, ...]) -> list[tuple
         if acl and not call.permissions.allows([acl]):
             raise APIError(4230, name)
     return items
+
+
+def arguments_among(call: Call, allowed: Collection[str]) -> dict[str, Any]:
+    """The request's arguments, each one of ``allowed`` (else 6230 naming the first other)."""
+    arguments = call.params.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise APIError(6230)
+    for name in arguments:
+        if name not in allowed:
+            raise APIError(6230, name)
+    return arguments
 
 
 def arguments_of(call: Call) -> dict[str, Any]:
@@ -342,7 +353,65 @@ def delete_properties(cursor: Any, model: Model, target: Target,
         f" AND xp.{model.property_key} = %s AND pl.key = ANY(%s)", (target.id, keys))
 
 
+def nested_property_acls(model_object: str) -> dict[str, str]:
+    """The ACLs of the custom-property nested queries of an object with properties."""
+    return {"__properties_changes__set": rf"^{model_object}\.update\.properties$",
+            "__properties_changes__delete": rf"^{model_object}\.update\.properties$",
+            "__properties__": rf"^{model_object}\.create\.properties$"}
+
+
+PROPERTY_NESTED = ("__properties_changes__set", "__properties_changes__delete")
+
+NestedAction = Callable[[str, Any], defer.Deferred[Any]]
+
+
+@defer.inlineCallbacks
+def apply_nested(items: list[tuple[str, Any]],
+                 actions: Mapping[str, NestedAction]) -> Generator[Any, Any, None]:
+    """Run each nested query that has an action, in the order the caller sent them."""
+    for name, value in items:
+        action = actions.get(name)
+        if action is not None:
+            yield action(name, value)
+
+
+def creation_properties(call: Call, cursor: Any, model: Model,
+                        target: Target) -> NestedAction:
+    """The ``__properties__`` action of a create: set the new object's properties."""
+    return lambda name, value: set_properties(call, cursor, model, target, _mapping(name, value))
+
+
 # -- create --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column a create fills from one argument, converted as ``kind`` (not a listing's
+    ``qvd.api.model.Column``)."""
+
+    column: str
+    argument: str
+    kind: str = "str"
+    missing: Any = None  # the value when the argument is absent or empty
+
+
+@defer.inlineCallbacks
+def insert_row(call: Call, cursor: Any, table: str, values: Mapping[str, Any],
+               columns: Sequence[Column],
+               given: Optional[Mapping[str, Any]] = None) -> Generator[Any, Any, int]:
+    """INSERT one row (``given`` columns, then ``columns`` converted in order, so the
+    first bad argument is the one reported); its new id.  Names are normalised within
+    the row's ``tenant_id``."""
+    given = given or {}
+    converted = []
+    for c in columns:
+        value = convert(call, c.argument, values.get(c.argument), c.kind, given.get("tenant_id"))
+        converted.append(c.missing if value is None else value)
+    names = list(given) + [c.column for c in columns]
+    yield cursor.execute(
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
+        " RETURNING id", list(given.values()) + converted)
+    return cursor.fetchone()[0]
 
 
 def creation_values(call: Call, spec: Spec) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
@@ -396,3 +465,18 @@ def create(call: Call, spec: Spec, insert: Callable[[Any, dict, list], defer.Def
     except psycopg2.Error as e:
         raise db_error(e, "create") from None
     return success(total=1, rows=[{"id": created[0]}])
+
+
+Insert = Callable[[Call, Any, dict, list], defer.Deferred[int]]
+
+
+def create_handler(spec: Spec, insert: Insert,
+                   name_argument: str = "name") -> Callable[[Call], defer.Deferred[dict]]:
+    """The ``*_create`` action of one kind of object: ``insert(call, cursor, values, nested)``
+    audited under the value of ``name_argument``."""
+
+    def handler(call: Call) -> defer.Deferred[dict]:
+        return create(call, spec, lambda cursor, values, items: insert(call, cursor, values, items),
+                      lambda values: values.get(name_argument))
+
+    return handler

@@ -15,10 +15,11 @@ from typing import Any, Generator, Optional
 from twisted.internet import defer, threads
 
 from qvd import audit
-from qvd.admin.filters import And, Node, Not, Or, ValueList, ValueRange
+from qvd.admin.filters import Compare, Node, ValueList, ValueRange, holds
 from qvd.api.call import Call
 from qvd.api.errors import APIError, success
 from qvd.api.filters import keys, parse_filter
+from qvd.api.ops.changes import arguments_among
 from qvd.api.query import page
 from qvd.config import GLOBAL_TENANT
 from qvd.db.configs import load_configs
@@ -50,14 +51,10 @@ def _like(pattern: str) -> re.Pattern[str]:
 def matches(node: Optional[Node], row: dict[str, Any]) -> bool:
     """Whether ``row`` satisfies the filter tree (values compared as text, numbers as
     numbers); a missing or NULL value satisfies nothing."""
-    if node is None:
-        return True
-    if isinstance(node, And):
-        return matches(node.left, row) and matches(node.right, row)
-    if isinstance(node, Or):
-        return matches(node.left, row) or matches(node.right, row)
-    if isinstance(node, Not):
-        return not matches(node.operand, row)
+    return node is None or holds(node, lambda comparison: _holds(comparison, row))
+
+
+def _holds(node: Compare, row: dict[str, Any]) -> bool:
     value = row.get(node.key)
     if value is None:
         return False
@@ -135,12 +132,7 @@ def config_get(call: Call) -> defer.Deferred[dict]:
 
 @defer.inlineCallbacks
 def config_set(call: Call) -> Generator[Any, Any, dict]:
-    arguments = call.params.get("arguments") or {}
-    if not isinstance(arguments, dict):
-        raise APIError(6230)
-    for name in arguments:
-        if name not in ("tenant_id", "key", "value"):
-            raise APIError(6230, name)
+    arguments = arguments_among(call, ("tenant_id", "key", "value"))
     key, value = arguments.get("key"), arguments.get("value")
     if not isinstance(key, str) or not key:
         raise APIError(6240, "key")
@@ -227,12 +219,7 @@ def _read(path: str) -> str:
 @defer.inlineCallbacks
 def config_ssl(call: Call) -> Generator[Any, Any, dict]:
     """Arguments are files on the API host, stored as l7r.ssl.<name> rows."""
-    arguments = call.params.get("arguments") or {}
-    if not isinstance(arguments, dict):
-        raise APIError(6230)
-    for name in arguments:
-        if name not in SSL_FILES:
-            raise APIError(6230, name)
+    arguments = arguments_among(call, SSL_FILES)
     for name in ("key", "cert"):
         if not arguments.get(name):
             raise APIError(6240, name)

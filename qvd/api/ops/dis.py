@@ -14,30 +14,31 @@ from qvd.api.call import Call
 from qvd.api.errors import APIError
 from qvd.api.model import DI
 from qvd.api.ops.changes import (
-    Arg, Spec, Target, convert, create, delete_handler, set_properties, update_handler,
+    PROPERTY_NESTED, Arg, Spec, Target, apply_nested, convert, create_handler,
+    creation_properties, delete_handler, nested_property_acls, update_handler,
 )
+from qvd.db.ditags import DROP_TAGS, TAG_HOLDERS, takeover
+
+# Optional integer arguments kept in the di_runtimes column of the same name.
+RUNTIME_SETTINGS = ("auto_publish", "expiration_time_soft", "expiration_time_hard")
 
 SPEC = Spec(
     model=DI,
     update={"blocked": Arg("dis", "id", "blocked", "bool"),
             "description": Arg("dis", "id", "description"),
-            "auto_publish": Arg("di_runtimes", "di_id", "auto_publish", "int"),
-            "expiration_time_soft": Arg("di_runtimes", "di_id", "expiration_time_soft", "int"),
-            "expiration_time_hard": Arg("di_runtimes", "di_id", "expiration_time_hard", "int")},
+            **{name: Arg("di_runtimes", "di_id", name, "int") for name in RUNTIME_SETTINGS}},
     mandatory=("version", "disk_image", "osf_id", "blocked"),
-    optional=("description", "auto_publish", "expiration_time_soft", "expiration_time_hard"),
+    optional=("description", *RUNTIME_SETTINGS),
     defaults={"blocked": "0", "version": "-"},
     create_acls={"__properties__": r"^di\.create\.properties$",
                  "__tags__": r"^di\.create\.(tags|default)$"},
     nested_acls={
-        "__properties_changes__set": r"^di\.update\.properties$",
-        "__properties_changes__delete": r"^di\.update\.properties$",
+        **nested_property_acls("di"),
         "__tags_changes__create": r"^(di\.update\.(tags|default)|osf\.see\.di-list-default-update)$",
         "__tags_changes__delete": r"^(di\.update\.(tags|default)|osf\.see\.di-list-default-update)$",
     },
     create_nested=("__properties__", "__tags__"),
-    update_nested=("__properties_changes__set", "__properties_changes__delete",
-                   "__tags_changes__create", "__tags_changes__delete"),
+    update_nested=PROPERTY_NESTED + ("__tags_changes__create", "__tags_changes__delete"),
     properties=True,
 )
 
@@ -55,17 +56,12 @@ def osf_next_version(cursor: Any, osf_id: int) -> Generator[Any, Any, str]:
 def move_tag(cursor: Any, di_id: int, osf_id: int, tag: str,
              fixed: bool = False) -> Generator[Any, Any, None]:
     """Put ``tag`` on ``di_id``, taking it from the OSF's other DIs (7330 if fixed there)."""
-    yield cursor.execute("SELECT dt.id, dt.di_id, dt.fixed FROM di_tags dt JOIN dis d"
-                         " ON d.id = dt.di_id WHERE d.osf_id = %s AND dt.tag = %s",
-                         (osf_id, tag))
-    for tag_id, owner, is_fixed in cursor.fetchall():
-        if owner == di_id:
-            return
-        if is_fixed:
-            raise APIError(7330, tag)
-        yield cursor.execute("DELETE FROM di_tags WHERE id = %s", (tag_id,))
-    yield cursor.execute("INSERT INTO di_tags (di_id, tag, fixed) VALUES (%s, %s, %s)",
-                         (di_id, tag, fixed))
+    yield cursor.execute(TAG_HOLDERS, (osf_id, tag))
+    move = takeover(cursor.fetchall(), di_id, lambda owner: APIError(7330, tag))
+    yield cursor.execute(DROP_TAGS, (move.drop,))
+    if move.add:
+        yield cursor.execute("INSERT INTO di_tags (di_id, tag, fixed) VALUES (%s, %s, %s)",
+                             (di_id, tag, fixed))
 
 
 @defer.inlineCallbacks
@@ -100,14 +96,15 @@ def _insert(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any
                          " WHERE d.osf_id = %s AND dt.tag = 'default'", (osf_id,))
     if cursor.fetchone() is None:
         yield cursor.execute("INSERT INTO di_tags (di_id, tag) VALUES (%s, 'default')", (di_id,))
-    for name, value in items:
-        if name == "__properties__":
-            if not isinstance(value, dict):
-                raise APIError(6231, name)
-            yield set_properties(call, cursor, DI, Target(di_id, None, osf[0]), value)
-        elif name == "__tags__":
-            for tag in _tags(name, value):
-                yield move_tag(cursor, di_id, osf_id, tag)
+
+    @defer.inlineCallbacks
+    def put_tags(name: str, value: Any) -> Generator[Any, Any, None]:
+        for tag in _tags(name, value):
+            yield move_tag(cursor, di_id, osf_id, tag)
+
+    yield apply_nested(items, {
+        "__properties__": creation_properties(call, cursor, DI, Target(di_id, None, osf[0])),
+        "__tags__": put_tags})
     return di_id
 
 
@@ -119,10 +116,7 @@ def _tags(name: str, value: Any) -> list[str]:
     return [v.strip() for v in value]
 
 
-def di_create(call: Call) -> defer.Deferred[dict]:
-    return create(call, SPEC, lambda c, v, i: _insert(call, c, v, i),
-                  lambda v: v.get("disk_image"))
-
+di_create = create_handler(SPEC, _insert, name_argument="disk_image")
 
 @defer.inlineCallbacks
 def _tag_changes(call: Call, cursor: Any, target: Target,

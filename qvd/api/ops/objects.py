@@ -10,27 +10,15 @@ from qvd.api.call import Call
 from qvd.api.errors import APIError
 from qvd.api.model import HOST, OSF, TENANT, USER
 from qvd.api.ops.changes import (
-    Arg, Spec, Target, convert, create, delete_handler, set_properties, update_handler,
+    PROPERTY_NESTED, Arg, Column, Insert, Spec, Target, apply_nested, convert, create_handler,
+    creation_properties, delete_handler, insert_row, nested_property_acls, update_handler,
 )
 
 
-@defer.inlineCallbacks
 def _properties(call: Call, cursor: Any, spec: Spec, target: Target,
-                items: list) -> Generator[Any, Any, None]:
-    for name, value in items:
-        if name == "__properties__":
-            if not isinstance(value, dict):
-                raise APIError(6231, name)
-            yield set_properties(call, cursor, spec.model, target, value)
-
-
-def _nested_properties(model_object: str) -> dict[str, str]:
-    return {"__properties_changes__set": rf"^{model_object}\.update\.properties$",
-            "__properties_changes__delete": rf"^{model_object}\.update\.properties$",
-            "__properties__": rf"^{model_object}\.create\.properties$"}
-
-
-PROPERTY_NESTED = ("__properties_changes__set", "__properties_changes__delete")
+                items: list) -> defer.Deferred[None]:
+    return apply_nested(items, {"__properties__": creation_properties(call, cursor, spec.model,
+                                                                      target)})
 
 
 def real_tenant(call: Call, values: dict) -> int:
@@ -39,6 +27,20 @@ def real_tenant(call: Call, values: dict) -> int:
     if tenant_id in (-1, 0):
         raise APIError(7110, "tenant_id")
     return tenant_id
+
+
+def _tenant_owned_insert(spec: Spec, table: str, columns: tuple[Column, ...]) -> Insert:
+    """The insert of a user or an OSF: a row in a real tenant, then its properties."""
+
+    @defer.inlineCallbacks
+    def insert(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any, Any, int]:
+        tenant_id = real_tenant(call, values)
+        new_id = yield insert_row(call, cursor, table, values, columns,
+                                  given={"tenant_id": tenant_id})
+        yield _properties(call, cursor, spec, Target(new_id, None, tenant_id), items)
+        return new_id
+
+    return insert
 
 
 # -- users ---------------------------------------------------------------------------------
@@ -52,32 +54,15 @@ USER_SPEC = Spec(
     mandatory=("tenant_id", "name", "password", "blocked"),
     optional=("description",),
     defaults={"blocked": "0"},
-    nested_acls=_nested_properties("user"),
+    nested_acls=nested_property_acls("user"),
     create_nested=("__properties__",), update_nested=PROPERTY_NESTED,
     tenant_owned=True, properties=True,
 )
+USER_COLUMNS = (Column("login", "name", "name"), Column("password", "password", "password"),
+                Column("blocked", "blocked", "bool"), Column("description", "description"))
 
 
-@defer.inlineCallbacks
-def _insert_user(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any, Any, int]:
-    tenant_id = real_tenant(call, values)
-    yield cursor.execute(
-        "INSERT INTO users (tenant_id, login, password, blocked, description)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (tenant_id, convert(call, "name", values["name"], "name", tenant_id),
-         convert(call, "password", values["password"], "password"),
-         convert(call, "blocked", values["blocked"], "bool"),
-         convert(call, "description", values.get("description"), "str")))
-    user_id = cursor.fetchone()[0]
-    yield _properties(call, cursor, USER_SPEC, Target(user_id, None, tenant_id), items)
-    return user_id
-
-
-def user_create(call: Call) -> defer.Deferred[dict]:
-    return create(call, USER_SPEC, lambda c, v, i: _insert_user(call, c, v, i),
-                  lambda v: v.get("name"))
-
-
+user_create = create_handler(USER_SPEC, _tenant_owned_insert(USER_SPEC, "users", USER_COLUMNS))
 user_update = update_handler(USER_SPEC)
 user_delete = delete_handler(USER)
 
@@ -92,22 +77,17 @@ HOST_SPEC = Spec(
     mandatory=("name", "address", "frontend", "backend", "blocked"),
     optional=("description",),
     defaults={"frontend": "1", "backend": "1", "blocked": "0"},
-    nested_acls=_nested_properties("host"),
+    nested_acls=nested_property_acls("host"),
     create_nested=("__properties__",), update_nested=PROPERTY_NESTED, properties=True,
 )
+HOST_COLUMNS = (Column("name", "name"), Column("address", "address", "address"),
+                Column("frontend", "frontend", "bool"), Column("backend", "backend", "bool"),
+                Column("description", "description"))
 
 
 @defer.inlineCallbacks
 def _insert_host(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any, Any, int]:
-    yield cursor.execute(
-        "INSERT INTO hosts (name, address, frontend, backend, description)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (convert(call, "name", values["name"], "str"),
-         convert(call, "address", values["address"], "address"),
-         convert(call, "frontend", values["frontend"], "bool"),
-         convert(call, "backend", values["backend"], "bool"),
-         convert(call, "description", values.get("description"), "str")))
-    host_id = cursor.fetchone()[0]
+    host_id = yield insert_row(call, cursor, "hosts", values, HOST_COLUMNS)
     yield cursor.execute("INSERT INTO host_runtimes (host_id, state, blocked)"
                          " VALUES (%s, 'stopped', %s)",
                          (host_id, convert(call, "blocked", values["blocked"], "bool")))
@@ -116,10 +96,7 @@ def _insert_host(call: Call, cursor: Any, values: dict, items: list) -> Generato
     return host_id
 
 
-def host_create(call: Call) -> defer.Deferred[dict]:
-    return create(call, HOST_SPEC, lambda c, v, i: _insert_host(call, c, v, i),
-                  lambda v: v.get("name"))
-
+host_create = create_handler(HOST_SPEC, _insert_host)
 
 @defer.inlineCallbacks
 def _host_stopped(call: Call, cursor: Any, target: Target) -> Generator[Any, Any, None]:
@@ -149,34 +126,17 @@ OSF_SPEC = Spec(
               "user_storage": "0"},
     create_acls={"memory": r"^osf\.create\.memory$",
                  "user_storage": r"^osf\.create\.user-storage$"},
-    nested_acls=_nested_properties("osf"),
+    nested_acls=nested_property_acls("osf"),
     create_nested=("__properties__",), update_nested=PROPERTY_NESTED,
     tenant_owned=True, properties=True,
 )
+OSF_COLUMNS = (Column("name", "name"), Column("memory", "memory", "int"),
+               Column("use_overlay", "overlay", "bool"),
+               Column("user_storage_size", "user_storage", "int"),
+               Column("description", "description"), Column("osd_id", "osd_id", "int"))
 
 
-@defer.inlineCallbacks
-def _insert_osf(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any, Any, int]:
-    tenant_id = real_tenant(call, values)
-    yield cursor.execute(
-        "INSERT INTO osfs (tenant_id, name, memory, use_overlay, user_storage_size, description,"
-        " osd_id) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (tenant_id, convert(call, "name", values["name"], "str"),
-         convert(call, "memory", values["memory"], "int"),
-         convert(call, "overlay", values["overlay"], "bool"),
-         convert(call, "user_storage", values["user_storage"], "int"),
-         convert(call, "description", values.get("description"), "str"),
-         convert(call, "osd_id", values.get("osd_id"), "int")))
-    osf_id = cursor.fetchone()[0]
-    yield _properties(call, cursor, OSF_SPEC, Target(osf_id, None, tenant_id), items)
-    return osf_id
-
-
-def osf_create(call: Call) -> defer.Deferred[dict]:
-    return create(call, OSF_SPEC, lambda c, v, i: _insert_osf(call, c, v, i),
-                  lambda v: v.get("name"))
-
-
+osf_create = create_handler(OSF_SPEC, _tenant_owned_insert(OSF_SPEC, "osfs", OSF_COLUMNS))
 osf_update = update_handler(OSF_SPEC)
 osf_delete = delete_handler(OSF)
 
@@ -195,16 +155,13 @@ TENANT_SPEC = Spec(
 )
 MYTENANT_SPEC = Spec(model=TENANT, update={k: v for k, v in TENANT_SPEC.update.items()
                                           if k != "blocked"})
+TENANT_COLUMNS = (Column("name", "name", "name"), Column("description", "description"),
+                  Column("blocked", "blocked", "bool", missing=False))
 
 
 @defer.inlineCallbacks
 def _insert_tenant(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any, Any, int]:
-    yield cursor.execute(
-        "INSERT INTO tenants (name, description, blocked) VALUES (%s, %s, %s) RETURNING id",
-        (convert(call, "name", values["name"], "name"),
-         convert(call, "description", values.get("description"), "str"),
-         convert(call, "blocked", values.get("blocked", "0"), "bool") or False))
-    tenant_id = cursor.fetchone()[0]
+    tenant_id = yield insert_row(call, cursor, "tenants", values, TENANT_COLUMNS)
     yield cursor.execute("INSERT INTO wat_setups_by_tenants (tenant_id, language, block)"
                          " VALUES (%s, %s, %s)",
                          (tenant_id, convert(call, "language", values["language"], "language"),
@@ -212,10 +169,7 @@ def _insert_tenant(call: Call, cursor: Any, values: dict, items: list) -> Genera
     return tenant_id
 
 
-def tenant_create(call: Call) -> defer.Deferred[dict]:
-    return create(call, TENANT_SPEC, lambda c, v, i: _insert_tenant(call, c, v, i),
-                  lambda v: v.get("name"))
-
+tenant_create = create_handler(TENANT_SPEC, _insert_tenant)
 
 def _wat_setup(call: Call, cursor: Any, target: Target) -> defer.Deferred[Any]:
     return cursor.execute("INSERT INTO wat_setups_by_tenants (tenant_id) VALUES (%s)"

@@ -11,7 +11,7 @@ from qvd.api.call import Call
 from qvd.api.errors import APIError, success
 from qvd.api.model import PROPERTY_LIST, object_property_list
 from qvd.api.ops.changes import (
-    Arg, Spec, Target, convert, create, delete_handler, each, targets, update_handler,
+    Arg, Spec, Target, convert, create_handler, delete_handler, each, targets, update_handler,
 )
 
 OBJECTS = ("vm", "user", "host", "osf", "di")
@@ -63,9 +63,7 @@ def _insert(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any
     return property_id
 
 
-def property_create(call: Call) -> defer.Deferred[dict]:
-    return create(call, SPEC, lambda c, v, i: _insert(call, c, v, i), lambda v: v.get("key"))
-
+property_create = create_handler(SPEC, _insert, name_argument="key")
 
 property_update = update_handler(SPEC)
 property_delete = delete_handler(PROPERTY_LIST)

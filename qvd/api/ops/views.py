@@ -10,7 +10,7 @@ from qvd import audit
 from qvd.api.call import Call
 from qvd.api.errors import APIError, success
 from qvd.api.filters import keys, parse_filter
-from qvd.api.ops.changes import convert
+from qvd.api.ops.changes import arguments_among, convert
 from qvd.api.ops.configs import matches
 
 VIEW_TYPES = ("filter", "list_column")
@@ -25,12 +25,7 @@ def _enum(name: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def _arguments(call: Call, mandatory: tuple[str, ...]) -> dict[str, Any]:
-    arguments = call.params.get("arguments") or {}
-    if not isinstance(arguments, dict):
-        raise APIError(6230)
-    for name in arguments:
-        if name not in mandatory:
-            raise APIError(6230, name)
+    arguments = arguments_among(call, mandatory)
     arguments.setdefault("visible", 0)
     for name in mandatory:
         if arguments.get(name) in (None, ""):

@@ -13,7 +13,8 @@ from qvd.api.call import Call
 from qvd.api.errors import APIError
 from qvd.api.model import VM
 from qvd.api.ops.changes import (
-    Arg, Spec, Target, convert, create, delete_handler, each, set_properties, targets,
+    PROPERTY_NESTED, Arg, Column, Spec, Target, apply_nested, convert, create_handler,
+    creation_properties, delete_handler, each, insert_row, nested_property_acls, targets,
     update_handler,
 )
 from qvd.db.hosts import LB_CANDIDATES, candidates
@@ -45,10 +46,8 @@ SPEC = Spec(
     optional=("storage", "description", "expiration_soft", "expiration_hard"),
     defaults={"di_tag": "default", "blocked": "0", "user_state": "disconnected", "ip": free_ip},
     create_acls={"di_tag": r"^vm\.create\.di-tag$", "__properties__": r"^vm\.create\.properties$"},
-    nested_acls={"__properties_changes__set": r"^vm\.update\.properties$",
-                 "__properties_changes__delete": r"^vm\.update\.properties$"},
-    create_nested=("__properties__",),
-    update_nested=("__properties_changes__set", "__properties_changes__delete"),
+    nested_acls=nested_property_acls("vm"),
+    create_nested=("__properties__",), update_nested=PROPERTY_NESTED,
     properties=True,
 )
 
@@ -64,6 +63,8 @@ def _allocate_ip(call: Call, cursor: Any) -> Generator[Any, Any, str]:
     if address is None:
         raise APIError(6330, "ip", "no free VM address left")
     return address
+VM_COLUMNS = (Column("name", "name"), Column("di_tag", "di_tag"),
+              Column("storage", "storage", missing=""), Column("description", "description"))
 
 
 @defer.inlineCallbacks
@@ -88,14 +89,8 @@ def _insert(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any
         convert(call, "ip", ip, "address")
     if values["user_state"] not in ("disconnected", "connecting", "connected"):
         raise APIError(6330, "user_state")
-    yield cursor.execute(
-        "INSERT INTO vms (name, user_id, osf_id, di_tag, ip, storage, description)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (convert(call, "name", values["name"], "str"), user_id, osf_id,
-         convert(call, "di_tag", values["di_tag"], "str"), ip,
-         convert(call, "storage", values.get("storage", ""), "str") or "",
-         convert(call, "description", values.get("description"), "str")))
-    vm_id = cursor.fetchone()[0]
+    vm_id = yield insert_row(call, cursor, "vms", values, VM_COLUMNS,
+                             given={"user_id": user_id, "osf_id": osf_id, "ip": ip})
     yield cursor.execute(
         "INSERT INTO vm_runtimes (vm_id, vm_state, user_state, blocked, vm_expiration_soft,"
         " vm_expiration_hard) VALUES (%s, 'stopped', %s, %s, %s, %s)",
@@ -103,17 +98,12 @@ def _insert(call: Call, cursor: Any, values: dict, items: list) -> Generator[Any
          convert(call, "expiration_soft", values.get("expiration_soft"), "timestamp"),
          convert(call, "expiration_hard", values.get("expiration_hard"), "timestamp")))
     yield cursor.execute("INSERT INTO vm_counters (vm_id) VALUES (%s)", (vm_id,))
-    for name, value in items:
-        if name == "__properties__":
-            if not isinstance(value, dict):
-                raise APIError(6231, name)
-            yield set_properties(call, cursor, VM, Target(vm_id, None, user[0]), value)
+    yield apply_nested(items, {"__properties__": creation_properties(
+        call, cursor, VM, Target(vm_id, None, user[0]))})
     return vm_id
 
 
-def vm_create(call: Call) -> defer.Deferred[dict]:
-    return create(call, SPEC, lambda cursor, values, items: _insert(call, cursor, values, items),
-                  lambda values: values.get("name"))
+vm_create = create_handler(SPEC, _insert)
 
 
 vm_update = update_handler(SPEC)

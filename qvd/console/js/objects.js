@@ -14,6 +14,9 @@ const HOST_STATES = ['stopped', 'starting', 'running', 'stopping', 'lost'];
 const DI_STATES = ['new', 'generating', 'uploading', 'upload_stalled', 'verifying', 'ready', 'published', 'fail', 'retired'];
 
 const superadmin = () => session.superadmin;
+const nameColumn = {field: 'name', label: 'Name', filter: 'text', order: true, opens: true};
+const blockedColumn = {field: 'blocked', label: 'Blocked', filter: 'bool', order: true, render: render.blocked};
+const descriptionColumn = {field: 'description', label: 'Description', filter: 'text', order: true};
 const tenantColumn = {field: 'tenant_name', label: 'Tenant', filter: 'text', order: true, when: superadmin};
 const tenantField = {name: 'tenant_id', label: 'Tenant', type: 'tenant', required: true, create: 'only', when: superadmin};
 const nameField = {name: 'name', label: 'Name', required: true};
@@ -50,7 +53,7 @@ export const OBJECTS = [
   spec({
     key: 'vm', route: 'vms', title: 'Virtual machines', noun: 'virtual machine', list: 'vm_get_list', order: 'name',
     columns: [
-      {field: 'name', label: 'Name', filter: 'text', order: true, opens: true},
+      nameColumn,
       {field: 'state', label: 'State', filter: VM_STATES, order: true, render: render.state},
       {field: 'user_state', label: 'User state', filter: USER_STATES, order: true, render: render.state},
       {field: 'user_name', label: 'User', filter: 'text', order: true},
@@ -58,7 +61,7 @@ export const OBJECTS = [
       {field: 'di_tag', label: 'Tag', filter: 'text', order: true},
       {field: 'host_name', label: 'Host', filter: 'text'},
       {field: 'ip', label: 'IP', filter: 'text', order: true},
-      {field: 'blocked', label: 'Blocked', filter: 'bool', order: true, render: render.blocked},
+      blockedColumn,
       {field: 'expiration_hard', label: 'Expires', order: true},
       tenantColumn,
     ],
@@ -87,12 +90,12 @@ export const OBJECTS = [
   spec({
     key: 'user', route: 'users', title: 'Users', noun: 'user', list: 'user_get_list', order: 'name',
     columns: [
-      {field: 'name', label: 'Login', filter: 'text', order: true, opens: true},
-      {field: 'blocked', label: 'Blocked', filter: 'bool', order: true, render: render.blocked},
+      {...nameColumn, label: 'Login'},
+      blockedColumn,
       {field: 'number_of_vms', label: 'VMs'},
       {field: 'number_of_vms_connected', label: 'Connected VMs',
         render: (v) => (Number(v) ? render.state('connected') : '')},
-      {field: 'description', label: 'Description', filter: 'text', order: true},
+      descriptionColumn,
       tenantColumn,
     ],
     searchLabel: 'Search by login',
@@ -110,10 +113,10 @@ export const OBJECTS = [
   spec({
     key: 'host', route: 'hosts', title: 'Hosts', noun: 'host', list: 'host_get_list', order: 'name',
     columns: [
-      {field: 'name', label: 'Name', filter: 'text', order: true, opens: true},
+      nameColumn,
       {field: 'address', label: 'Address', filter: 'text', order: true},
       {field: 'state', label: 'State', filter: HOST_STATES, order: true, render: render.state},
-      {field: 'blocked', label: 'Blocked', filter: 'bool', order: true, render: render.blocked},
+      blockedColumn,
       {field: 'number_of_vms_connected', label: 'Connected VMs', order: true},
       {field: 'usable_ram', label: 'Free RAM', order: true, render: render.megabytes},
       {field: 'usable_cpu', label: 'Free CPU', order: true, render: render.share},
@@ -132,7 +135,7 @@ export const OBJECTS = [
   spec({
     key: 'osf', route: 'osfs', title: 'OS flavours', noun: 'OSF', nouns: 'OSFs', list: 'osf_get_list', order: 'name',
     columns: [
-      {field: 'name', label: 'Name', filter: 'text', order: true, opens: true},
+      nameColumn,
       {field: 'memory', label: 'Memory (MB)', filter: 'number', order: true},
       {field: 'user_storage', label: 'User storage (MB)', order: true},
       {field: 'overlay', label: 'Overlay', filter: 'bool', order: true, render: render.yesNo},
@@ -161,7 +164,7 @@ export const OBJECTS = [
       {field: 'osf_name', label: 'OSF', filter: 'text', order: true},
       {field: 'state', label: 'State', filter: DI_STATES, render: render.diState},
       {field: 'tags', label: 'Tags', render: render.tags},
-      {field: 'blocked', label: 'Blocked', filter: 'bool', order: true, render: render.blocked},
+      blockedColumn,
       tenantColumn,
     ],
     filtersOnly: [{field: 'tag', label: 'Tag', filter: 'text'}],
@@ -178,11 +181,11 @@ export const OBJECTS = [
   spec({
     key: 'tenant', route: 'tenants', title: 'Tenants', noun: 'tenant', list: 'tenant_get_list', order: 'name',
     columns: [
-      {field: 'name', label: 'Name', filter: 'text', order: true, opens: true},
-      {field: 'blocked', label: 'Blocked', filter: 'bool', order: true, render: render.blocked},
+      nameColumn,
+      blockedColumn,
       {field: 'language', label: 'Language', order: true},
       {field: 'block', label: 'Page size', order: true},
-      {field: 'description', label: 'Description', filter: 'text', order: true},
+      descriptionColumn,
     ],
     actions: [...blockActions('tenant'), deleteAction('tenant', 'Everything of the tenant goes with it.')],
     form: [
@@ -197,10 +200,10 @@ export const OBJECTS = [
     key: 'administrator', route: 'administrators', title: 'Administrators', noun: 'administrator',
     list: 'administrator_get_list', order: 'name',
     columns: [
-      {field: 'name', label: 'Name', filter: 'text', order: true, opens: true},
+      nameColumn,
       {field: 'roles', label: 'Roles', render: render.names},
       {field: 'language', label: 'Language', order: true},
-      {field: 'description', label: 'Description', filter: 'text', order: true},
+      descriptionColumn,
       tenantColumn,
     ],
     filtersOnly: [{field: 'role_name', label: 'Role', filter: 'text'}],
@@ -220,11 +223,11 @@ export const OBJECTS = [
   spec({
     key: 'role', route: 'roles', title: 'Roles', noun: 'role', list: 'role_get_list', order: 'name',
     columns: [
-      {field: 'name', label: 'Name', filter: 'text', order: true, opens: true},
+      nameColumn,
       {field: 'roles', label: 'Inherits', render: render.names},
       {field: 'fixed', label: 'Built in', filter: 'bool', order: true, render: render.flag('built in')},
       {field: 'internal', label: 'Internal', filter: 'bool', order: true, render: render.flag('internal')},
-      {field: 'description', label: 'Description', filter: 'text', order: true},
+      descriptionColumn,
       {...tenantColumn, render: (v) => (v === '-' ? 'global' : v)},
     ],
     actions: [deleteAction('role')],
@@ -237,7 +240,7 @@ export const OBJECTS = [
     label: (row) => row.key,
     columns: [
       {field: 'key', label: 'Key', filter: 'text', order: true, opens: true},
-      {field: 'description', label: 'Description', filter: 'text', order: true},
+      descriptionColumn,
       ...['vm', 'user', 'host', 'osf', 'di'].map((o) => ({field: `in_${o}`, label: `For ${o.toUpperCase()}s`,
         render: render.flag('yes')})),
       {...tenantColumn, filter: null, order: null},

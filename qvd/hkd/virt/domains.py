@@ -51,9 +51,16 @@ class Serial:
 
 @dataclass(frozen=True)
 class DirectBoot:
+    """A kernel booted by the hypervisor itself (no boot loader in the image)."""
+
     kernel: str
     initrd: str
     cmdline: str
+
+    def add_to(self, os_: ET.Element) -> None:
+        """The ``<kernel>``, ``<initrd>`` and ``<cmdline>`` elements of ``<os>``."""
+        for tag in ("kernel", "initrd", "cmdline"):
+            ET.SubElement(os_, tag).text = getattr(self, tag)
 
 
 @dataclass(frozen=True)
@@ -81,9 +88,7 @@ class KVMDomain:
         os_ = ET.SubElement(domain, "os")
         ET.SubElement(os_, "type", arch="x86_64", machine="pc").text = "hvm"
         if self.boot is not None:
-            ET.SubElement(os_, "kernel").text = self.boot.kernel
-            ET.SubElement(os_, "initrd").text = self.boot.initrd
-            ET.SubElement(os_, "cmdline").text = self.boot.cmdline
+            self.boot.add_to(os_)
         else:
             ET.SubElement(os_, "boot", dev="hd")
         ET.SubElement(ET.SubElement(domain, "features"), "acpi")

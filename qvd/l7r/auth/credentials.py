@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from twisted.logger import Logger
@@ -27,13 +27,17 @@ _BLANKS = re.compile(r"\s+")
 
 @dataclass(frozen=True)
 class Basic:
+    """HTTP Basic credentials; the password stays out of repr, so out of logs and tracebacks."""
+
     login: str
-    password: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Bearer:
-    token: str
+    """A bearer token, likewise kept out of repr."""
+
+    token: str = field(repr=False)
 
 
 Credentials = Union[Basic, Bearer]
