@@ -48,26 +48,17 @@ from qvd.config import Config, parse_properties
 from qvd.db import connect_sync
 from qvd.db.deploy import deploy
 from qvd.pgcluster import free_port, port_in_use
+from tests.support.processes import stop_popen
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
 CLIENT_PROCESSES = 2
 
 
-def sql(conf: str, statement: str, params: tuple = ()) -> list[tuple]:
-    with open(conf) as f:
-        conn = connect_sync(Config(parse_properties(f.read())), "qvd-bench")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
 def populate(conf: str, users: int, vma_port: int, nx_port: int) -> list[tuple[str, str]]:
     """Host, users and running VMs; (login, ``vm:vm``) per client thread."""
     with open(conf) as f:
-        conn = connect_sync(Config(parse_properties(f.read())))
+        config = Config(parse_properties(f.read()))
+    conn = connect_sync(config)
     deploy(conn)
     conn.close()
     lines = ["host new name=bench-node,address=127.0.0.1", "osf new name=o"]
@@ -78,14 +69,20 @@ def populate(conf: str, users: int, vma_port: int, nx_port: int) -> list[tuple[s
         for line in lines:
             if qa(["-c", conf] + line.split(), devnull) != 0:
                 raise RuntimeError(f"qa {line} failed")
-    host_id = sql(conf, "SELECT id FROM hosts WHERE name = 'bench-node'")[0][0]
-    sql(conf, "UPDATE host_runtimes SET state = 'running', ok_ts = now()")
-    sql(conf, "UPDATE vm_runtimes SET vm_state = 'running', host_id = %s,"
-              " vm_address = '127.0.0.1', vm_vma_port = %s, vm_x_port = %s",
-        (host_id, vma_port, nx_port))
-    rows = sql(conf, "SELECT u.login, string_agg(v.id::text, ':' ORDER BY v.id) FROM vms v"
-                     " JOIN users u ON u.id = v.user_id GROUP BY u.login ORDER BY u.login")
-    return [(login, vms) for login, vms in rows]
+    conn = connect_sync(config, "qvd-bench")
+    try:
+        with conn, conn.cursor() as cur:  # the runtimes the HKD would have written
+            cur.execute("SELECT id FROM hosts WHERE name = 'bench-node'")
+            (host_id,) = cur.fetchone()
+            cur.execute("UPDATE host_runtimes SET state = 'running', ok_ts = now()")
+            cur.execute("UPDATE vm_runtimes SET vm_state = 'running', host_id = %s,"
+                        " vm_address = '127.0.0.1', vm_vma_port = %s, vm_x_port = %s",
+                        (host_id, vma_port, nx_port))
+            cur.execute("SELECT u.login, string_agg(v.id::text, ':' ORDER BY v.id) FROM vms v"
+                        " JOIN users u ON u.id = v.user_id GROUP BY u.login ORDER BY u.login")
+            return [(login, vms) for login, vms in cur.fetchall()]
+    finally:
+        conn.close()
 
 
 class L7R:
@@ -121,12 +118,7 @@ class L7R:
         return [sum(p.cpu_times()[:2]) for p in self.tree()]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_popen(self.process, 30)
         self.log.close()
 
 
