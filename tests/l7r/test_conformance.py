@@ -4,7 +4,7 @@ in-process L7R (plain HTTP on loopback) on a real QVD-DB holding the document's 
 from __future__ import annotations
 
 import json
-from typing import Any, Generator
+from typing import Any, Callable, Generator, Optional
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -38,6 +38,18 @@ class L7RTestCase(unittest.TestCase):
                              " FROM vm_runtimes WHERE vm_id = %s", (vm_id,))[0]
 
 
+def replays(name: str, counters: Optional[tuple[int, int, int]] = None,
+            ) -> Callable[[L7RTestCase], defer.Deferred[None]]:
+    """A test that replays transcript ``name`` and, if given, then checks the host's
+    ``counters`` (http_requests, attempts, ok)."""
+    @defer.inlineCallbacks
+    def test(self: L7RTestCase) -> Generator[defer.Deferred[Any], Any, None]:
+        yield self.replay(name)
+        if counters is not None:
+            self.assertEqual(self.node.counters(), counters, "(http_requests, attempts, ok)")
+    return test
+
+
 class ConformanceTests(L7RTestCase):
 
     def test_every_transcript_is_replayed(self) -> None:
@@ -45,8 +57,7 @@ class ConformanceTests(L7RTestCase):
         self.assertEqual([name for name in TRANSCRIPTS if f'"{name}"' not in source], [])
 
     # -- ping ----------------------------------------------------------------------------------
-    def test_ping(self) -> defer.Deferred[None]:
-        return self.replay("ping")
+    test_ping = replays("ping")
 
     @defer.inlineCallbacks
     def test_ping_unregistered(self) -> Generator[defer.Deferred[Any], Any, None]:
@@ -97,16 +108,9 @@ class ConformanceTests(L7RTestCase):
         self.assertEqual((reply.status, reply.body), (200, b"I am alive!\r\n"))
 
     # -- listings ------------------------------------------------------------------------------
-    @defer.inlineCallbacks
-    def test_list_of_vm(self) -> Generator[defer.Deferred[Any], Any, None]:
-        yield self.replay("list-of-vm")
-        self.assertEqual(self.node.counters(), (1, 1, 1))
-
-    def test_list_of_applications(self) -> defer.Deferred[None]:
-        return self.replay("list-of-applications")
-
-    def test_tenant_normalised(self) -> defer.Deferred[None]:
-        return self.replay("tenant-normalised")
+    test_list_of_vm = replays("list-of-vm", (1, 1, 1))
+    test_list_of_applications = replays("list-of-applications")
+    test_tenant_normalised = replays("tenant-normalised")
 
     @defer.inlineCallbacks
     def test_list_of_vm_node_stopped(self) -> Generator[defer.Deferred[Any], Any, None]:
@@ -114,10 +118,7 @@ class ConformanceTests(L7RTestCase):
         yield self.replay("list-of-vm-node-stopped")
         self.assertEqual(self.node.counters(), (1, 1, 1))
 
-    @defer.inlineCallbacks
-    def test_keep_alive(self) -> Generator[defer.Deferred[Any], Any, None]:
-        yield self.replay("keep-alive")
-        self.assertEqual(self.node.counters(), (2, 1, 1), "(http_requests, attempts, ok)")
+    test_keep_alive = replays("keep-alive", (2, 1, 1))
 
     # -- authenticate_user, tokens -------------------------------------------------------------
     @defer.inlineCallbacks
@@ -172,25 +173,13 @@ class ConformanceTests(L7RTestCase):
         self.assertEqual(self.node.counters(), (1, 1, 1))
 
     # -- authentication failures ---------------------------------------------------------------
-    @defer.inlineCallbacks
-    def test_unauthorized(self) -> Generator[defer.Deferred[Any], Any, None]:
-        yield self.replay("unauthorized")
-        self.assertEqual(self.node.counters(), (5, 6, 0))
+    test_unauthorized = replays("unauthorized", (5, 6, 0))
 
     # -- the dialect ---------------------------------------------------------------------------
-    @defer.inlineCallbacks
-    def test_not_found(self) -> Generator[defer.Deferred[Any], Any, None]:
-        yield self.replay("not-found")
-        self.assertEqual(self.node.counters(), (0, 0, 0))
-
-    def test_wrong_version(self) -> defer.Deferred[None]:
-        return self.replay("wrong-version")
-
-    def test_no_version(self) -> defer.Deferred[None]:
-        return self.replay("no-version")
-
-    def test_bad_header(self) -> defer.Deferred[None]:
-        return self.replay("bad-header")
+    test_not_found = replays("not-found", (0, 0, 0))
+    test_wrong_version = replays("wrong-version")
+    test_no_version = replays("no-version")
+    test_bad_header = replays("bad-header")
 
 
 class ThrottledTests(L7RTestCase):
@@ -198,8 +187,5 @@ class ThrottledTests(L7RTestCase):
 
     conf = "l7r.auth.throttle.max_failures = 2\n"
 
-    @defer.inlineCallbacks
-    def test_throttled(self) -> Generator[defer.Deferred[Any], Any, None]:
-        yield self.replay("throttled")
-        # the throttled third attempt ran no plugin and was not counted
-        self.assertEqual(self.node.counters(), (3, 2, 0))
+    # the throttled third attempt ran no plugin and was not counted
+    test_throttled = replays("throttled", (3, 2, 0))
