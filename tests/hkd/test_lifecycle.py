@@ -36,23 +36,26 @@ class VMLifecycleTests(HKDTestCase):
                       self.qa_fails(f"vm id={vm_id} stop"))
 
     @inlineCallbacks
-    def test_a_killed_vma_is_detected_and_the_vm_stopped(self):
+    def signal_the_vma(self, number: int):
+        """A running VM whose VMA gets signal ``number``: its rows, running and then
+        once the HKD has stopped it."""
         host_id, conf = self.host()
         yield self.start_hkd(conf, host_id)
-        [(vm_id, row)] = yield self.running_vms("v1")
-        os.kill(row["vm_pid"], signal.SIGKILL)
+        [(vm_id, running)] = yield self.running_vms("v1")
+        os.kill(running["vm_pid"], number)
         stopped = yield self.wait_vm(vm_id, "stopped")
+        return running, stopped
+
+    @inlineCallbacks
+    def test_a_killed_vma_is_detected_and_the_vm_stopped(self):
+        _, stopped = yield self.signal_the_vma(signal.SIGKILL)
         self.assertIsNone(stopped["host_id"])
 
     @inlineCallbacks
     def test_a_vma_that_stops_answering_is_killed(self):
         """SIGSTOP: the process lives on but the VMA is silent, so the monitor kills it."""
-        host_id, conf = self.host()
-        yield self.start_hkd(conf, host_id)
-        [(vm_id, row)] = yield self.running_vms("v1")
-        os.kill(row["vm_pid"], signal.SIGSTOP)
-        yield self.wait_vm(vm_id, "stopped")
-        self.assertTrue(pid_gone(row["vm_pid"]))
+        running, _ = yield self.signal_the_vma(signal.SIGSTOP)
+        self.assertTrue(pid_gone(running["vm_pid"]))
 
     @inlineCallbacks
     def test_a_vm_without_a_di_for_its_tag_goes_back_to_stopped(self):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Optional
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -118,3 +118,17 @@ class ReplaysTranscripts:
     def test_all_transcripts_are_replayed(self) -> None:
         names = {n[len("test_") :].replace("_", "-") for n in dir(self) if n.startswith("test_")}
         self.assertLessEqual(set(self.TRANSCRIPTS), names)  # type: ignore[attr-defined]
+
+
+def replays(name: str, given: Optional[Callable[[Any], object]] = None,
+            then: Optional[Callable[[Any], object]] = None) -> Callable[[Any], Deferred]:
+    """A test method for a ``replay``-ing TestCase: ``given(self)`` sets the scene, the
+    transcript ``name`` is replayed, ``then(self)`` checks what it left behind."""
+    @inlineCallbacks
+    def test(self: Any) -> Any:
+        if given is not None:
+            given(self)
+        yield self.replay(name)
+        if then is not None:
+            then(self)
+    return test

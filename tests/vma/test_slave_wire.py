@@ -14,7 +14,7 @@ from twisted.trial import unittest
 
 from tests.support.paths import scratch_dir
 from tests.support.processes import Child
-from tests.support.transcripts import Replay, ReplaysTranscripts, transcripts
+from tests.support.transcripts import Replay, ReplaysTranscripts, replays, transcripts
 from tests.support.vma import make_settings, start_vma
 
 KEY = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZab"
@@ -48,14 +48,7 @@ class SlaveTranscriptTests(ReplaysTranscripts, unittest.TestCase):
         reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX,
                                       Factory.forProtocol(lambda: peer))
 
-    def test_no_key(self):
-        return self.replay("no-key")
-
-    def test_wrong_key(self):
-        return self.replay("wrong-key")
-
-    def test_no_upgrade_no_session(self):
-        return self.replay("no-upgrade-no-session")
-
-    def test_wrong_method(self):
-        return self.replay("wrong-method")
+    test_no_key = replays("no-key")
+    test_wrong_key = replays("wrong-key")
+    test_no_upgrade_no_session = replays("no-upgrade-no-session")
+    test_wrong_method = replays("wrong-method")

@@ -10,7 +10,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
 from tests.support.paths import scratch_dir
-from tests.support.transcripts import Replay, ReplaysTranscripts, transcripts
+from tests.support.transcripts import Replay, ReplaysTranscripts, replays, transcripts
 from tests.support.vma import make_settings, start_vma
 
 
@@ -25,11 +25,8 @@ class TranscriptTests(ReplaysTranscripts, unittest.TestCase):
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.service.port.getHost().port)
         return connectProtocol(endpoint, peer)
 
-    def test_ping_bare_lf(self):
-        return self.replay("ping-bare-lf")
-
-    def test_keep_alive(self):
-        return self.replay("keep-alive")
+    test_ping_bare_lf = replays("ping-bare-lf")
+    test_keep_alive = replays("keep-alive")
 
     @inlineCallbacks
     def test_error_injection(self):
@@ -37,11 +34,6 @@ class TranscriptTests(ReplaysTranscripts, unittest.TestCase):
         self.assertIsNone(self.service.session._xinit)
         self.assertFalse(os.path.exists(self.service.settings.nxagent_log))
 
-    def test_unknown_method(self):
-        return self.replay("unknown-method")
-
-    def test_post(self):
-        return self.replay("post")
-
-    def test_wrong_version(self):
-        return self.replay("wrong-version")
+    test_unknown_method = replays("unknown-method")
+    test_post = replays("post")
+    test_wrong_version = replays("wrong-version")
