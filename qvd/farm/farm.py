@@ -41,9 +41,9 @@ from qvd.config import Config, parse_properties
 from qvd.db import connect_sync
 from qvd.db.deploy import deploy
 from qvd.embedded import ensure_certificate, ensure_session_account
-from qvd.farm import janitor, network
+from qvd.farm import FarmError, janitor, network
 from qvd.farm.haproxy import HAProxy
-from qvd.farm.network import FarmError, Plan
+from qvd.farm.network import Plan
 from qvd.pgcluster import LocalCluster
 
 L7R_PORT = 8443
