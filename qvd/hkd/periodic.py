@@ -25,7 +25,7 @@ Action = Callable[[], "defer.Deferred[Any]"]
 Delay = Callable[[bool], float]  # seconds until the next run, given "the last run failed"
 
 
-@dataclass(eq=False, repr=False)  # a service is itself: identity equality, as Service's
+@dataclass(eq=False, repr=False)  # services compare and hash by identity, as Service's do
 class Periodic(Service):
     name: str = field()  # required: without field() Service's ``name = None`` is a default
     clock: IReactorTime

@@ -81,7 +81,6 @@ class Replay(Protocol):
         self.expected_length = expected_length
         self.wait_for_close = wait_for_close
         self.received = b""
-        self.closed = False
         self.done: Deferred = Deferred()
 
     def connectionMade(self):
