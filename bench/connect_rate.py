@@ -47,6 +47,7 @@ from qvd.admin.cli import main as qa
 from qvd.config import Config, parse_properties
 from qvd.db import connect_sync
 from qvd.db.deploy import deploy
+from qvd.db.oneshot import query_once
 from qvd.pgcluster import free_port, port_in_use
 from tests.support.processes import stop_popen
 
@@ -54,11 +55,17 @@ TWISTD = "from twisted.scripts.twistd import run; run()"
 CLIENT_PROCESSES = 2
 
 
+def sql(conf: str, statement: str, params: tuple = ()) -> list[tuple]:
+    """One statement on the QVD-DB of node.conf ``conf``; its rows if any."""
+    with open(conf) as f:
+        config = Config(parse_properties(f.read()))
+    return query_once(config, statement, params, "qvd-bench")
+
+
 def populate(conf: str, users: int, vma_port: int, nx_port: int) -> list[tuple[str, str]]:
     """Host, users and running VMs; (login, ``vm:vm``) per client thread."""
     with open(conf) as f:
-        config = Config(parse_properties(f.read()))
-    conn = connect_sync(config)
+        conn = connect_sync(Config(parse_properties(f.read())))
     deploy(conn)
     conn.close()
     lines = ["host new name=bench-node,address=127.0.0.1", "osf new name=o"]
@@ -69,20 +76,14 @@ def populate(conf: str, users: int, vma_port: int, nx_port: int) -> list[tuple[s
         for line in lines:
             if qa(["-c", conf] + line.split(), devnull) != 0:
                 raise RuntimeError(f"qa {line} failed")
-    conn = connect_sync(config, "qvd-bench")
-    try:
-        with conn, conn.cursor() as cur:  # the runtimes the HKD would have written
-            cur.execute("SELECT id FROM hosts WHERE name = 'bench-node'")
-            (host_id,) = cur.fetchone()
-            cur.execute("UPDATE host_runtimes SET state = 'running', ok_ts = now()")
-            cur.execute("UPDATE vm_runtimes SET vm_state = 'running', host_id = %s,"
-                        " vm_address = '127.0.0.1', vm_vma_port = %s, vm_x_port = %s",
-                        (host_id, vma_port, nx_port))
-            cur.execute("SELECT u.login, string_agg(v.id::text, ':' ORDER BY v.id) FROM vms v"
-                        " JOIN users u ON u.id = v.user_id GROUP BY u.login ORDER BY u.login")
-            return [(login, vms) for login, vms in cur.fetchall()]
-    finally:
-        conn.close()
+    host_id = sql(conf, "SELECT id FROM hosts WHERE name = 'bench-node'")[0][0]
+    sql(conf, "UPDATE host_runtimes SET state = 'running', ok_ts = now()")
+    sql(conf, "UPDATE vm_runtimes SET vm_state = 'running', host_id = %s,"
+              " vm_address = '127.0.0.1', vm_vma_port = %s, vm_x_port = %s",
+        (host_id, vma_port, nx_port))
+    rows = sql(conf, "SELECT u.login, string_agg(v.id::text, ':' ORDER BY v.id) FROM vms v"
+                     " JOIN users u ON u.id = v.user_id GROUP BY u.login ORDER BY u.login")
+    return [(login, vms) for login, vms in rows]
 
 
 class L7R:
