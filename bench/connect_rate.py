@@ -47,21 +47,19 @@ from qvd.admin.cli import main as qa
 from qvd.config import Config, parse_properties
 from qvd.db import connect_sync
 from qvd.db.deploy import deploy
+from qvd.db.oneshot import query_once
 from qvd.pgcluster import free_port, port_in_use
+from tests.support.processes import stop_popen
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
 CLIENT_PROCESSES = 2
 
 
 def sql(conf: str, statement: str, params: tuple = ()) -> list[tuple]:
+    """One statement on the QVD-DB of node.conf ``conf``; its rows if any."""
     with open(conf) as f:
-        conn = connect_sync(Config(parse_properties(f.read())), "qvd-bench")
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
+        config = Config(parse_properties(f.read()))
+    return query_once(config, statement, params, "qvd-bench")
 
 
 def populate(conf: str, users: int, vma_port: int, nx_port: int) -> list[tuple[str, str]]:
@@ -121,12 +119,7 @@ class L7R:
         return [sum(p.cpu_times()[:2]) for p in self.tree()]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_popen(self.process, 30)
         self.log.close()
 
 

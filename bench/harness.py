@@ -114,13 +114,8 @@ class Child:
         return line
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        from tests.support.processes import stop_popen
+        stop_popen(self.process)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable, Mapping, Optional
 
@@ -79,15 +80,15 @@ class ClientSlaveEndpoints:
         return Response(200, b"")
 
 
+@dataclass(eq=False, repr=False)  # no repr: it would show the session key
 class ClientSlaveServer:
-    """Serves the VM's slave channels for one session."""
+    """Serves the VM's slave channels for one session (``start`` to ``stop``)."""
 
-    def __init__(self, reactor: Any, endpoints: ClientSlaveEndpoints):
-        self.reactor = reactor
-        self.endpoints = endpoints
-        self.key: Optional[str] = None
-        self._directory: Optional[str] = None
-        self._listener: Optional[handoff.HandOffListener] = None
+    reactor: Any
+    endpoints: ClientSlaveEndpoints
+    key: Optional[str] = field(default=None, init=False)  # the session's, once started
+    _directory: Optional[str] = field(default=None, init=False)
+    _listener: Optional[handoff.HandOffListener] = field(default=None, init=False)
 
     def start(self, key: str) -> str:
         """Listen; the ``NX_SLAVE_CMD`` for nxproxy."""

@@ -8,3 +8,8 @@ and builds the namespaces, ``farm`` starts and stops everything,
 ``janitor`` removes whatever a farm left when its owner died, ``sessions``
 drives real NX sessions through it, ``cli`` is the command.
 """
+
+
+class FarmError(Exception):
+    """The farm cannot be built or run; the message says why.  Every module of the
+    package raises it, so it lives here rather than in any one of them."""

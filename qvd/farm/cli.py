@@ -24,7 +24,7 @@ from qvd.config import ConfigError
 from qvd.db import DatabaseError
 from qvd.farm import janitor
 from qvd.farm.farm import Farm, Options
-from qvd.farm.network import FarmError
+from qvd.farm import FarmError
 from qvd.pgcluster import ClusterError
 
 

@@ -40,10 +40,11 @@ from qvd.admin.ops import Admin
 from qvd.config import Config, parse_properties
 from qvd.db import connect_sync
 from qvd.db.deploy import deploy
+from qvd.db.oneshot import query_once
 from qvd.embedded import ensure_certificate, ensure_session_account
-from qvd.farm import janitor, network
+from qvd.farm import FarmError, janitor, network
 from qvd.farm.haproxy import HAProxy
-from qvd.farm.network import FarmError, Plan
+from qvd.farm.network import Plan
 from qvd.pgcluster import LocalCluster
 
 L7R_PORT = 8443
@@ -443,13 +444,7 @@ class Farm:
     # -- QVD-DB --------------------------------------------------------------------------
     def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
         """One statement on QVD-DB, in its own transaction; its rows if any."""
-        conn = connect_sync(self.admin_config(), "qvd-farm")
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(statement, tuple(params))
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        return query_once(self.admin_config(), statement, params, "qvd-farm")
 
     def admin(self, commands: list[list[str]]) -> None:
         """``qa`` commands (argument lists) on one connection."""

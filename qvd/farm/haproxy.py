@@ -19,7 +19,7 @@ import socket
 import subprocess
 from typing import Optional
 
-from qvd.farm.network import FarmError
+from qvd.farm import FarmError
 
 CHECK_INTERVAL = 1.0  # seconds between checks of one server
 FALL = 2  # failed checks before a server is taken out

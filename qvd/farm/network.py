@@ -29,6 +29,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Iterator
 
+from qvd.farm import FarmError
+
 IP = "/sbin/ip"
 NSENTER = "/usr/bin/nsenter"
 RUN_DIR = "/run/qvd-farm"  # the plan lock and the state of every running farm
@@ -36,10 +38,6 @@ NETNS_DIR = "/run/netns"
 MAX_NODES = 50
 VM_BRIDGE = "qvdnet"
 UPLINK = "eth0"
-
-
-class FarmError(Exception):
-    """The farm cannot be built or run; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,17 @@ left behind is found again under the same names.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from qvd.config import Config
 
 # What the LXC backend strips off a DI's file name to name its unpacked basefs.
 TAR_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz", ".txz", ".tar")
+
+
+def _in_directory(name: str, doc: str = "") -> property:
+    """A ``VMFiles`` property: the path of ``name`` in the VM's directory."""
+    return property(lambda files: os.path.join(files.directory, name), doc=doc or None)
 
 
 @dataclass(frozen=True)
@@ -28,39 +33,15 @@ class VMFiles:
     def under(cls, root: str, name: str) -> "VMFiles":
         return cls(os.path.join(root, name))
 
-    @property
-    def conf(self) -> str:
-        return os.path.join(self.directory, "vma.conf")
-
-    @property
-    def state(self) -> str:
-        return os.path.join(self.directory, "vm.json")
-
-    @property
-    def run(self) -> str:
-        return os.path.join(self.directory, "run")
-
-    @property
-    def log(self) -> str:
-        return os.path.join(self.directory, "log")
-
-    @property
-    def pid(self) -> str:
-        return os.path.join(self.directory, "vma.pid")
-
-    @property
-    def logfile(self) -> str:
-        return os.path.join(self.directory, "vma.log")
-
-    @property
-    def out(self) -> str:
-        """The VM's own stdout and stderr."""
-        return os.path.join(self.directory, "vma.out")
-
-    @property
-    def domain(self) -> str:
-        """The libvirt domain XML as last defined (for the admin to read)."""
-        return os.path.join(self.directory, "domain.xml")
+    conf = _in_directory("vma.conf")
+    state = _in_directory("vm.json")
+    run = _in_directory("run")
+    log = _in_directory("log")
+    pid = _in_directory("vma.pid")
+    logfile = _in_directory("vma.log")
+    out = _in_directory("vma.out", "The VM's own stdout and stderr.")
+    domain = _in_directory("domain.xml",
+                           "The libvirt domain XML as last defined (for the admin to read).")
 
 
 def strip_tar_suffix(name: str) -> str:
@@ -84,11 +65,8 @@ class Storage:
 
     @classmethod
     def from_config(cls, config: Config) -> "Storage":
-        get = config.get
-        return cls(get("path.storage.images"), get("path.storage.overlays"),
-                   get("path.storage.homes"), get("path.storage.basefs"),
-                   get("path.storage.overlayfs"), get("path.storage.homefs"),
-                   get("path.storage.rootfs"))
+        """Each field is its ``path.storage.<field>`` key."""
+        return cls(*(config.get(f"path.storage.{field.name}") for field in fields(cls)))
 
     def image(self, di_path: str) -> str:
         return os.path.join(self.images, di_path)

@@ -7,6 +7,7 @@ trigger during a run causes exactly one more run after it.
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
@@ -24,29 +25,20 @@ Action = Callable[[], "defer.Deferred[Any]"]
 Delay = Callable[[bool], float]  # seconds until the next run, given "the last run failed"
 
 
+@dataclass(eq=False, repr=False)  # services compare and hash by identity, as Service's do
 class Periodic(Service):
-    def __init__(
-        self,
-        name: str,
-        clock: IReactorTime,
-        action: Action,
-        delay: Delay,
-        *,
-        listener: Optional[Listener] = None,
-        channel: Optional[str] = None,
-        run_at_start: bool = True,
-    ):
-        self.name = name
-        self.clock = clock
-        self.action = action
-        self.delay = delay
-        self.listener = listener
-        self.channel = channel
-        self.run_at_start = run_at_start
-        self._timer: Optional[IDelayedCall] = None
-        self._running_action: Optional[defer.Deferred[None]] = None
-        self._again = False
-        self._idle_waiters: list[defer.Deferred[None]] = []
+    name: str = field()  # required: without field() Service's ``name = None`` is a default
+    clock: IReactorTime
+    action: Action
+    delay: Delay
+    _: KW_ONLY
+    listener: Optional[Listener] = None
+    channel: Optional[str] = None  # NOTIFYs on it trigger a run (needs ``listener``)
+    run_at_start: bool = True
+    _timer: Optional[IDelayedCall] = field(default=None, init=False)
+    _running_action: Optional[defer.Deferred[None]] = field(default=None, init=False)
+    _again: bool = field(default=False, init=False)
+    _idle_waiters: list[defer.Deferred[None]] = field(default_factory=list, init=False)
 
     def startService(self) -> None:
         super().startService()

@@ -117,6 +117,14 @@ class ChannelTestCase(NodeTestCase):
         [pid] = self.session_pids()
         return client, pid
 
+    @inlineCallbacks
+    def session_using(self, server, variable: str, *args: str):
+        """``server`` (the client machine's CUPS or PulseAudio) started, then the node and
+        a session whose client finds the server in ``variable``: (client, pid)."""
+        yield server.start()
+        yield self.start_node()
+        return (yield self.session(*args, env={variable: server.server}))
+
     def in_session(self, pid: int, *argv: str):
         return desktop.run_in_session(pid, list(argv))
 
@@ -216,9 +224,7 @@ class PrintingTests(ChannelTestCase):
     def test_lp_in_the_desktop_prints_on_the_clients_cups(self):
         """CUPS-PDF on the client's CUPS; ``lp`` in the VM (CUPS_SERVER from the session)."""
         printer = PDFPrinter(self)
-        yield printer.start()
-        yield self.start_node()
-        client, pid = yield self.session(env={"CUPS_SERVER": printer.server})
+        client, pid = yield self.session_using(printer, "CUPS_SERVER")
         queues = yield self.in_session(pid, "lpstat", "-p")
         self.assertIn(b"printer pdf", queues.stdout, queues.stderr)
         job = yield desktop.run_in_session(pid, ["lp", "-d", "pdf", "-t", "qvd-test-job"],
@@ -234,9 +240,7 @@ class SoundTests(ChannelTestCase):
     @inlineCallbacks
     def test_a_tone_played_in_the_desktop_is_heard_on_the_client(self):
         pulse = UserPulseAudio(self)
-        yield pulse.start()
-        yield self.start_node()
-        client, pid = yield self.session("--audio", env={"PULSE_SERVER": pulse.server})
+        client, pid = yield self.session_using(pulse, "PULSE_SERVER", "--audio")
 
         def tunnel_up():
             d = self.in_session(pid, "pactl", "list", "short", "sinks")

@@ -82,6 +82,26 @@ class FarmTestCase(unittest.TestCase):
             raise AssertionError(f"session of {user[0]} failed: {e}{self.logs()}") from None
         return desktop
 
+    @inlineCallbacks
+    def live_sessions(self, count: int):
+        """``count`` new users, each connected through the balancer until its VM's X
+        session is ``connected``: (users, desktops, vm ids)."""
+        users = yield self.users(count)
+        desktops = yield every(self.connected(user) for user in users)
+        vm_ids = [user[2] for user in users]
+        yield every(self.wait_x(vm_id) for vm_id in vm_ids)
+        return users, desktops, vm_ids
+
+    @inlineCallbacks
+    def session_through_node1_on_node2(self):
+        """One new user's session through node1's L7R to a VM the balancer must start on
+        node2, since node1 is left with ``backend=0``: (user, desktop)."""
+        node1 = self.farm.nodes[0]
+        [user] = yield self.users(1)
+        self.farm.qa("host name=node1 set backend=0")
+        desktop = yield self.connected(user, host=node1.address)
+        return user, desktop
+
     def _close_desktops(self) -> Deferred:
         return every(desktop.close() for desktop in self.desktops)
 

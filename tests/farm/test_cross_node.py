@@ -26,12 +26,9 @@ class CrossNodeTests(FarmTestCase):
     def test_session_through_node1_to_a_vm_on_node2(self):
         farm = self.farm
         node1, node2 = farm.nodes
-        [user] = yield self.users(1)
-        vm_id = user[2]
         # node1 only serves clients (hosts.backend = 0): the load balancer must pick node2
-        farm.qa("host name=node1 set backend=0")
-
-        desktop = yield self.connected(user, host=node1.address)
+        user, desktop = yield self.session_through_node1_on_node2()
+        vm_id = user[2]
 
         row = self.row(vm_id)
         self.assertEqual((row["host_id"], row["vm_state"]), (node2.host_id, "running"))

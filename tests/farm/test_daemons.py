@@ -39,10 +39,7 @@ class DaemonFailureTests(FarmTestCase):
     @inlineCallbacks
     def test_hkd_killed_and_restarted_adopts_its_vms(self):
         farm = self.farm
-        users = yield self.users(3)
-        desktops = yield every(self.connected(user) for user in users)
-        vm_ids = [user[2] for user in users]
-        yield every(self.wait_x(vm_id) for vm_id in vm_ids)
+        _, desktops, vm_ids = yield self.live_sessions(3)
         before = {vm_id: self.row(vm_id) for vm_id in vm_ids}
 
         for node in farm.nodes:

@@ -38,11 +38,8 @@ class DatabaseFailureTests(FarmTestCase):
     @inlineCallbacks
     def test_restart_and_outage_drop_no_session(self):
         farm = self.farm
-        users = yield self.users(4)
-        desktops = yield every(self.connected(user) for user in users)
-        vm_ids = [user[2] for user in users]
+        users, desktops, vm_ids = yield self.live_sessions(4)
         hosts = {self.row(vm_id)["host_id"] for vm_id in vm_ids}
-        yield every(self.wait_x(vm_id) for vm_id in vm_ids)
 
         yield self.in_thread(farm.database.restart)
         for node in farm.nodes:  # each L7R's first request after the restart works

@@ -35,10 +35,8 @@ class NodeLossTests(FarmTestCase):
     def test_lost_node_users_move_and_the_node_fences_itself_on_return(self):
         farm = self.farm
         node1, node2 = farm.nodes
-        [user] = yield self.users(1)
+        user, desktop = yield self.session_through_node1_on_node2()
         vm_id = user[2]
-        farm.qa("host name=node1 set backend=0")  # the VM starts on node2...
-        desktop = yield self.connected(user, host=node1.address)  # ...spliced by node1
         farm.qa("host name=node1 set backend=1")
         first = self.row(vm_id)
         self.assertEqual(first["host_id"], node2.host_id)

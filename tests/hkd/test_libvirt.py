@@ -198,26 +198,28 @@ class LXCTests(LibvirtTestCase):
         self.assertTrue(libvirt_test_driver().lookupByName("test").isActive(), "not ours: untouched")
 
     @defer.inlineCallbacks
-    def test_the_upper_directory_is_set_aside_unless_persistent(self):
-        overlays = f"{self.root}/storage/overlayfs"
-        hypervisor = self.hypervisor()
+    def kept_across_a_restart(self, hypervisor, name: str):
+        """Launch, write ``/etc/<name>`` in the container, release and launch again:
+        whether the file is still there."""
+        written = f"{self.root}/storage/rootfs/{self.vm_id}-fs/etc/{name}"
         yield hypervisor.launch(self.spec("desk.tar.gz"))
-        with open(f"{self.root}/storage/rootfs/{self.vm_id}-fs/etc/written", "w") as f:
+        with open(written, "w") as f:
             f.write("x")
         yield hypervisor.release(self.vm_id)
         yield hypervisor.launch(self.spec("desk.tar.gz"))
-        self.assertFalse(os.path.exists(f"{self.root}/storage/rootfs/{self.vm_id}-fs/etc/written"))
+        return os.path.exists(written)
+
+    @defer.inlineCallbacks
+    def test_the_upper_directory_is_set_aside_unless_persistent(self):
+        overlays = f"{self.root}/storage/overlayfs"
+        hypervisor = self.hypervisor()
+        self.assertFalse((yield self.kept_across_a_restart(hypervisor, "written")))
         aside = [n for n in os.listdir(overlays) if n.startswith(f"deleteme-7-{self.vm_id}-")]
         self.assertEqual(len(aside), 1, os.listdir(overlays))
 
         yield hypervisor.release(self.vm_id)
         persistent = self.hypervisor(self.make_config(**{"vm.overlay.persistent": "1"}))
-        yield persistent.launch(self.spec("desk.tar.gz"))
-        with open(f"{self.root}/storage/rootfs/{self.vm_id}-fs/etc/kept", "w") as f:
-            f.write("x")
-        yield persistent.release(self.vm_id)
-        yield persistent.launch(self.spec("desk.tar.gz"))
-        self.assertTrue(os.path.exists(f"{self.root}/storage/rootfs/{self.vm_id}-fs/etc/kept"))
+        self.assertTrue((yield self.kept_across_a_restart(persistent, "kept")))
 
     @defer.inlineCallbacks
     def test_the_manuals_unionfs_fuse_option(self):

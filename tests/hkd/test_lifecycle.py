@@ -18,9 +18,7 @@ class VMLifecycleTests(HKDTestCase):
     def test_start_and_stop(self):
         host_id, conf = self.host()
         yield self.start_hkd(conf, host_id)
-        vm_id = self.new_vm("v1")
-        self.qa(f"vm id={vm_id} start")
-        row = yield self.wait_vm(vm_id, "running")
+        [(vm_id, row)] = yield self.running_vms("v1")
         self.assertEqual(row["host_id"], host_id)
         self.assertEqual(row["vm_address"], "127.0.0.1")
         self.assertGreater(row["vm_vma_port"], 0)
@@ -38,27 +36,26 @@ class VMLifecycleTests(HKDTestCase):
                       self.qa_fails(f"vm id={vm_id} stop"))
 
     @inlineCallbacks
-    def test_a_killed_vma_is_detected_and_the_vm_stopped(self):
+    def signal_the_vma(self, number: int):
+        """A running VM whose VMA gets signal ``number``: its rows, running and then
+        once the HKD has stopped it."""
         host_id, conf = self.host()
         yield self.start_hkd(conf, host_id)
-        vm_id = self.new_vm("v1")
-        self.qa(f"vm id={vm_id} start")
-        row = yield self.wait_vm(vm_id, "running")
-        os.kill(row["vm_pid"], signal.SIGKILL)
+        [(vm_id, running)] = yield self.running_vms("v1")
+        os.kill(running["vm_pid"], number)
         stopped = yield self.wait_vm(vm_id, "stopped")
+        return running, stopped
+
+    @inlineCallbacks
+    def test_a_killed_vma_is_detected_and_the_vm_stopped(self):
+        _, stopped = yield self.signal_the_vma(signal.SIGKILL)
         self.assertIsNone(stopped["host_id"])
 
     @inlineCallbacks
     def test_a_vma_that_stops_answering_is_killed(self):
         """SIGSTOP: the process lives on but the VMA is silent, so the monitor kills it."""
-        host_id, conf = self.host()
-        yield self.start_hkd(conf, host_id)
-        vm_id = self.new_vm("v1")
-        self.qa(f"vm id={vm_id} start")
-        row = yield self.wait_vm(vm_id, "running")
-        os.kill(row["vm_pid"], signal.SIGSTOP)
-        yield self.wait_vm(vm_id, "stopped")
-        self.assertTrue(pid_gone(row["vm_pid"]))
+        running, _ = yield self.signal_the_vma(signal.SIGSTOP)
+        self.assertTrue(pid_gone(running["vm_pid"]))
 
     @inlineCallbacks
     def test_a_vm_without_a_di_for_its_tag_goes_back_to_stopped(self):
@@ -76,12 +73,8 @@ class RestartTests(HKDTestCase):
     def test_sigkilled_hkd_readopts_its_vms(self):
         host_id, conf = self.host()
         hkd = yield self.start_hkd(conf, host_id)
-        vms = [self.new_vm(f"v{i}") for i in range(3)]
-        for vm_id in vms:
-            self.qa(f"vm id={vm_id} start")
-        rows = {}
-        for vm_id in vms:
-            rows[vm_id] = yield self.wait_vm(vm_id, "running")
+        rows = dict((yield self.running_vms("v0", "v1", "v2")))
+        vms = list(rows)
         yield hkd.kill("KILL")
         lost = vms[2]
         os.kill(rows[lost]["vm_pid"], signal.SIGKILL)
@@ -107,9 +100,8 @@ class RestartTests(HKDTestCase):
         not keep running them (another host may start them)."""
         host_id, conf = self.host()
         hkd = yield self.start_hkd(conf, host_id)
-        vm_id = self.new_vm("v1")
-        self.qa(f"vm id={vm_id} start")
-        pid = (yield self.wait_vm(vm_id, "running"))["vm_pid"]
+        [(vm_id, row)] = yield self.running_vms("v1")
+        pid = row["vm_pid"]
         yield hkd.kill("KILL")
         self.db.query("UPDATE vm_runtimes SET vm_state = 'stopped', host_id = NULL")
         yield self.start_hkd(conf, host_id)
@@ -120,17 +112,12 @@ class RestartTests(HKDTestCase):
     def test_sigterm_stops_every_vm_then_the_host(self):
         host_id, conf = self.host()
         hkd = yield self.start_hkd(conf, host_id)
-        vms = [self.new_vm(f"v{i}") for i in range(2)]
-        for vm_id in vms:
-            self.qa(f"vm id={vm_id} start")
-        pids = []
-        for vm_id in vms:
-            pids.append((yield self.wait_vm(vm_id, "running"))["vm_pid"])
+        running = yield self.running_vms("v0", "v1")
         yield hkd.kill("TERM")
         self.assertEqual(self.host_state(host_id), "stopped")
-        for vm_id, pid in zip(vms, pids):
+        for vm_id, row in running:
             self.assertEqual(self.vm_row(vm_id)["vm_state"], "stopped")
-            self.assertTrue(pid_gone(pid))
+            self.assertTrue(pid_gone(row["vm_pid"]))
 
     def cut_database(self) -> None:
         """No session of this test's QVD-DB survives, and no new one is let in."""
@@ -158,9 +145,8 @@ class RestartTests(HKDTestCase):
         """No waiting for QVD-DB to write rows down: the next start does it."""
         host_id, conf = self.host(extra="internal.hkd.stopping.vms.timeout = 300\n")
         hkd = yield self.start_hkd(conf, host_id)
-        vm_id = self.new_vm("v1")
-        self.qa(f"vm id={vm_id} start")
-        pid = (yield self.wait_vm(vm_id, "running"))["vm_pid"]
+        [(vm_id, row)] = yield self.running_vms("v1")
+        pid = row["vm_pid"]
         ended = hkd.ended()
         self.cut_database()
         hkd.process.signalProcess("TERM")
@@ -178,9 +164,8 @@ class RestartTests(HKDTestCase):
     def test_host_stop_command(self):
         host_id, conf = self.host()
         hkd = yield self.start_hkd(conf, host_id)
-        vm_id = self.new_vm("v1")
-        self.qa(f"vm id={vm_id} start")
-        pid = (yield self.wait_vm(vm_id, "running"))["vm_pid"]
+        [(vm_id, row)] = yield self.running_vms("v1")
+        pid = row["vm_pid"]
         ended = hkd.ended()
         self.db.query("UPDATE host_runtimes SET cmd = 'stop' WHERE host_id = %s", (host_id,))
         self.db.query(f"NOTIFY qvd_cmd_for_host{host_id}")

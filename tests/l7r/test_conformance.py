@@ -4,14 +4,14 @@ in-process L7R (plain HTTP on loopback) on a real QVD-DB holding the document's 
 from __future__ import annotations
 
 import json
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.support.l7r import Node, apply_fixture, make_node, replay, start_l7r
 from tests.support.rawclient import get
-from tests.support.transcripts import transcripts
+from tests.support.transcripts import replays, transcripts
 from tests.support.postgres import cluster
 
 TRANSCRIPTS = transcripts("l7r-http.md")
@@ -38,6 +38,24 @@ class L7RTestCase(unittest.TestCase):
                              " FROM vm_runtimes WHERE vm_id = %s", (vm_id,))[0]
 
 
+def counted(http_requests: int, attempts: int, ok: int) -> Callable[[L7RTestCase], None]:
+    """A ``then`` for ``replays``: the host's counters after the transcript."""
+    def check(test: L7RTestCase) -> None:
+        test.assertEqual(test.node.counters(), (http_requests, attempts, ok),
+                         "(http_requests, attempts, ok)")
+    return check
+
+
+def qa(line: str) -> Callable[[L7RTestCase], object]:
+    """A ``given`` for ``replays``: a ``qa`` command first."""
+    return lambda test: test.node.qa(line)
+
+
+def sql(statement: str) -> Callable[[L7RTestCase], object]:
+    """A ``given`` for ``replays``: a statement on QVD-DB first."""
+    return lambda test: test.node.sql(statement)
+
+
 class ConformanceTests(L7RTestCase):
 
     def test_every_transcript_is_replayed(self) -> None:
@@ -45,23 +63,11 @@ class ConformanceTests(L7RTestCase):
         self.assertEqual([name for name in TRANSCRIPTS if f'"{name}"' not in source], [])
 
     # -- ping ----------------------------------------------------------------------------------
-    def test_ping(self) -> defer.Deferred[None]:
-        return self.replay("ping")
+    test_ping = replays("ping")
 
-    @defer.inlineCallbacks
-    def test_ping_unregistered(self) -> Generator[defer.Deferred[Any], Any, None]:
-        self.node.qa("qa host name=test-node del")
-        yield self.replay("ping-unregistered")
-
-    @defer.inlineCallbacks
-    def test_ping_blocked(self) -> Generator[defer.Deferred[Any], Any, None]:
-        self.node.qa("qa host name=test-node block")
-        yield self.replay("ping-blocked")
-
-    @defer.inlineCallbacks
-    def test_ping_stopped(self) -> Generator[defer.Deferred[Any], Any, None]:
-        self.node.sql("UPDATE host_runtimes SET state = 'stopped'")
-        yield self.replay("ping-stopped")
+    test_ping_unregistered = replays("ping-unregistered", qa("qa host name=test-node del"))
+    test_ping_blocked = replays("ping-blocked", qa("qa host name=test-node block"))
+    test_ping_stopped = replays("ping-stopped", sql("UPDATE host_runtimes SET state = 'stopped'"))
 
     @defer.inlineCallbacks
     def test_ping_with_a_silent_hkd(self) -> Generator[defer.Deferred[Any], Any, None]:
@@ -97,27 +103,15 @@ class ConformanceTests(L7RTestCase):
         self.assertEqual((reply.status, reply.body), (200, b"I am alive!\r\n"))
 
     # -- listings ------------------------------------------------------------------------------
-    @defer.inlineCallbacks
-    def test_list_of_vm(self) -> Generator[defer.Deferred[Any], Any, None]:
-        yield self.replay("list-of-vm")
-        self.assertEqual(self.node.counters(), (1, 1, 1))
+    test_list_of_vm = replays("list-of-vm", then=counted(1, 1, 1))
+    test_list_of_applications = replays("list-of-applications")
+    test_tenant_normalised = replays("tenant-normalised")
 
-    def test_list_of_applications(self) -> defer.Deferred[None]:
-        return self.replay("list-of-applications")
+    test_list_of_vm_node_stopped = replays("list-of-vm-node-stopped",
+                                           sql("UPDATE host_runtimes SET state = 'stopped'"),
+                                           counted(1, 1, 1))
 
-    def test_tenant_normalised(self) -> defer.Deferred[None]:
-        return self.replay("tenant-normalised")
-
-    @defer.inlineCallbacks
-    def test_list_of_vm_node_stopped(self) -> Generator[defer.Deferred[Any], Any, None]:
-        self.node.sql("UPDATE host_runtimes SET state = 'stopped'")
-        yield self.replay("list-of-vm-node-stopped")
-        self.assertEqual(self.node.counters(), (1, 1, 1))
-
-    @defer.inlineCallbacks
-    def test_keep_alive(self) -> Generator[defer.Deferred[Any], Any, None]:
-        yield self.replay("keep-alive")
-        self.assertEqual(self.node.counters(), (2, 1, 1), "(http_requests, attempts, ok)")
+    test_keep_alive = replays("keep-alive", then=counted(2, 1, 1))
 
     # -- authenticate_user, tokens -------------------------------------------------------------
     @defer.inlineCallbacks
@@ -172,25 +166,13 @@ class ConformanceTests(L7RTestCase):
         self.assertEqual(self.node.counters(), (1, 1, 1))
 
     # -- authentication failures ---------------------------------------------------------------
-    @defer.inlineCallbacks
-    def test_unauthorized(self) -> Generator[defer.Deferred[Any], Any, None]:
-        yield self.replay("unauthorized")
-        self.assertEqual(self.node.counters(), (5, 6, 0))
+    test_unauthorized = replays("unauthorized", then=counted(5, 6, 0))
 
     # -- the dialect ---------------------------------------------------------------------------
-    @defer.inlineCallbacks
-    def test_not_found(self) -> Generator[defer.Deferred[Any], Any, None]:
-        yield self.replay("not-found")
-        self.assertEqual(self.node.counters(), (0, 0, 0))
-
-    def test_wrong_version(self) -> defer.Deferred[None]:
-        return self.replay("wrong-version")
-
-    def test_no_version(self) -> defer.Deferred[None]:
-        return self.replay("no-version")
-
-    def test_bad_header(self) -> defer.Deferred[None]:
-        return self.replay("bad-header")
+    test_not_found = replays("not-found", then=counted(0, 0, 0))
+    test_wrong_version = replays("wrong-version")
+    test_no_version = replays("no-version")
+    test_bad_header = replays("bad-header")
 
 
 class ThrottledTests(L7RTestCase):
@@ -198,8 +180,5 @@ class ThrottledTests(L7RTestCase):
 
     conf = "l7r.auth.throttle.max_failures = 2\n"
 
-    @defer.inlineCallbacks
-    def test_throttled(self) -> Generator[defer.Deferred[Any], Any, None]:
-        yield self.replay("throttled")
-        # the throttled third attempt ran no plugin and was not counted
-        self.assertEqual(self.node.counters(), (3, 2, 0))
+    # the throttled third attempt ran no plugin and was not counted
+    test_throttled = replays("throttled", then=counted(3, 2, 0))

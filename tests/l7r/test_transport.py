@@ -105,6 +105,12 @@ class TLSTransportTests(unittest.TestCase):
         return d
 
     @defer.inlineCallbacks
+    def assert_lost(self, server: Server, kind: type[Exception]) -> Generator[Any, Any, None]:
+        """Wait until the server's protocol hears the connection ended, and check how."""
+        (reason,) = yield server.lost
+        self.assertTrue(reason.check(kind), reason)
+
+    @defer.inlineCallbacks
     def connected(self) -> Generator[Any, Any, tuple[ssl.SSLSocket, Server]]:
         servers = self.serve()
         client = yield self.client()
@@ -128,8 +134,7 @@ class TLSTransportTests(unittest.TestCase):
         self.assertEqual([len(r) for r in reads[2:]], [16384, 16384, 40000 - 2 * 16384])
         self.assertEqual(ending, "close_notify")
         client.close()
-        (reason,) = yield server.lost
-        self.assertTrue(reason.check(error.ConnectionDone), reason)
+        yield self.assert_lost(server, error.ConnectionDone)
 
     @defer.inlineCallbacks
     def test_an_abort_has_no_close_notify(self) -> Generator[Any, Any, None]:
@@ -138,8 +143,7 @@ class TLSTransportTests(unittest.TestCase):
         server.transport.abortConnection()
         _, ending = yield threads.deferToThread(read_to_end, client)
         self.assertIn(ending, ("no close_notify", "reset"))
-        (reason,) = yield server.lost
-        self.assertTrue(reason.check(error.ConnectionAborted), reason)
+        yield self.assert_lost(server, error.ConnectionAborted)
 
     @defer.inlineCallbacks
     def test_the_peers_close_notify_is_a_half_close(self) -> Generator[Any, Any, None]:
@@ -152,15 +156,13 @@ class TLSTransportTests(unittest.TestCase):
         server.transport.loseConnection()
         raw = yield unwrapped  # our close_notify came: the client's TLS close completed
         raw.close()
-        (reason,) = yield server.lost
-        self.assertTrue(reason.check(error.ConnectionDone), reason)
+        yield self.assert_lost(server, error.ConnectionDone)
 
     @defer.inlineCallbacks
     def test_a_tcp_end_without_close_notify_is_a_loss(self) -> Generator[Any, Any, None]:
         client, server = yield self.connected()
         client.shutdown(socket.SHUT_WR)  # a FIN under the TLS stream
-        (reason,) = yield server.lost
-        self.assertTrue(reason.check(error.ConnectionLost), reason)
+        yield self.assert_lost(server, error.ConnectionLost)
         self.assertFalse(server.half_closed.called)
 
     @defer.inlineCallbacks
@@ -170,8 +172,7 @@ class TLSTransportTests(unittest.TestCase):
         servers = self.serve()
         with self.assertRaises(ssl.SSLError):
             yield self.client(ssl.TLSVersion.TLSv1_1)
-        (reason,) = yield servers.made[0].lost
-        self.assertTrue(reason.check(error.ConnectionLost), reason)
+        yield self.assert_lost(servers.made[0], error.ConnectionLost)
         self.assertEqual(self.flushLoggedErrors(), [])
 
 

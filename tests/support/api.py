@@ -13,6 +13,7 @@ from qvd.embedded import ensure_certificate
 from qvd.pgcluster import free_port
 from tests.support.paths import TWISTD
 from tests.support.postgres import TestDatabase
+from tests.support.processes import stop_popen
 
 
 class RunningAPI:
@@ -57,13 +58,8 @@ class RunningAPI:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_popen(self.process)
         self.process = None
 
     def client(self) -> APIClient:

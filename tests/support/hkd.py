@@ -84,6 +84,18 @@ class HKDTestCase(unittest.TestCase):
         self.qa(f"vm new name={name},user=alice,osf=desk")
         return self.db.query("SELECT id FROM vms WHERE name = %s", (name,))[0][0]
 
+    @inlineCallbacks
+    def running_vms(self, *names: str):
+        """New VMs named ``names``, all started with ``qa`` before any is waited for;
+        (id, row once running) of each, in order."""
+        vm_ids = [self.new_vm(name) for name in names]
+        for vm_id in vm_ids:
+            self.qa(f"vm id={vm_id} start")
+        running = []
+        for vm_id in vm_ids:
+            running.append((vm_id, (yield self.wait_vm(vm_id, "running"))))
+        return running
+
     def host(self, name: str = "test-node", address: str = "127.0.0.1",
              extra: str = "") -> tuple[int, str]:
         """A host row and a node.conf (own storage) for an HKD serving it."""

@@ -20,6 +20,7 @@ import psycopg2
 from qvd.config import Config, parse_properties
 from qvd.db import connect_sync
 from qvd.db.deploy import deploy
+from qvd.db.oneshot import query_once
 from qvd.pgcluster import LocalCluster, free_port
 
 USER = "qvd"
@@ -83,13 +84,7 @@ class TestDatabase:
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Run one statement in its own transaction; rows if it returns any."""
-        conn = self.connect()
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(sql, params)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        return query_once(self.config(), sql, params, "qvd-tests")
 
 
 def new_database(deployed: bool = True) -> TestDatabase:

@@ -1,9 +1,11 @@
 """Processes the tests start: twistd daemons on this checkout, and helpers (Xvfb, nxproxy)
-that are signalled and reaped at cleanup."""
+that are signalled and reaped at cleanup; ``stop_popen`` for the blocking ``Popen``
+children of the fixtures and the bench scripts."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from typing import Any, Optional, Sequence
 
@@ -12,6 +14,18 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
 from tests.support.paths import ROOT, TWISTD
+
+
+def stop_popen(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL once ``timeout`` seconds pass: a child that ignores the
+    polite signal must not hang the test's (or the bench's) clean-up."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class ProcessOutput(ProcessProtocol):

@@ -1,11 +1,16 @@
 """The golden transcripts of ``protocols/*.md``: one connection's bytes each way, as the
-conformance tests replay them (``l7r-http.md``, ``simplerpc.md``)."""
+conformance tests replay them (``l7r-http.md``, ``simplerpc.md``, ``slave.md``)."""
 
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Protocol
 
 from tests.support.paths import ROOT
 
@@ -66,3 +71,63 @@ def fixture(name: str) -> list[str]:
     match = FIXTURE.search(document(name))
     assert match is not None, f"no fixture block in {name}"
     return [line for line in match.group(1).splitlines() if line.strip()]
+
+
+class Replay(Protocol):
+    """Sends the client side; done when the expected byte count arrived or the peer closed."""
+
+    def __init__(self, sent: bytes, expected_length: int, wait_for_close: bool):
+        self.sent = sent
+        self.expected_length = expected_length
+        self.wait_for_close = wait_for_close
+        self.received = b""
+        self.done: Deferred = Deferred()
+
+    def connectionMade(self):
+        self.transport.write(self.sent)
+
+    def dataReceived(self, data):
+        self.received += data
+        if not self.wait_for_close and len(self.received) >= self.expected_length:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.done.callback(self.received)
+
+
+class ReplaysTranscripts:
+    """A ``TestCase`` mix-in for a server's transcripts (``TRANSCRIPTS``): each one needs
+    its own test (``test_<name with _ for ->``), and ``replay`` compares the server's
+    answer byte for byte; ``connect`` gives the client side its connection."""
+
+    TRANSCRIPTS: dict[str, Transcript]
+
+    def connect(self, peer: Replay) -> Deferred:
+        raise NotImplementedError
+
+    @inlineCallbacks
+    def replay(self, name: str) -> Any:
+        transcript = self.TRANSCRIPTS[name]
+        (sent, expected), closes = transcript.whole(), transcript.closes
+        peer = Replay(sent, len(expected), closes)
+        yield self.connect(peer)
+        received = yield peer.done.addTimeout(10, reactor)
+        self.assertEqual(received, expected)  # type: ignore[attr-defined]
+
+    def test_all_transcripts_are_replayed(self) -> None:
+        names = {n[len("test_") :].replace("_", "-") for n in dir(self) if n.startswith("test_")}
+        self.assertLessEqual(set(self.TRANSCRIPTS), names)  # type: ignore[attr-defined]
+
+
+def replays(name: str, given: Optional[Callable[[Any], object]] = None,
+            then: Optional[Callable[[Any], object]] = None) -> Callable[[Any], Deferred]:
+    """A test method for a ``replay``-ing TestCase: ``given(self)`` sets the scene, the
+    transcript ``name`` is replayed, ``then(self)`` checks what it left behind."""
+    @inlineCallbacks
+    def test(self: Any) -> Any:
+        if given is not None:
+            given(self)
+        yield self.replay(name)
+        if then is not None:
+            then(self)
+    return test
