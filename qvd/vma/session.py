@@ -90,9 +90,14 @@ class _XinitProtocol(ProcessProtocol):
 
     def processExited(self, reason: Failure) -> None:
         self.log_file.write(f"{spawn.stamp()} X session ended: {reason.getErrorMessage()}\n".encode())
-        self.log_file.close()
+        self.log_file.flush()
         self.session.exited(self)
         self.exited.callback(None)
+
+    def processEnded(self, reason: Failure) -> None:
+        """The log closes only once every pipe has: nxagent, a child of xinit, may still be
+        writing its last words after xinit itself has exited."""
+        self.log_file.close()
 
 
 class XSession:
