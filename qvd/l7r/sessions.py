@@ -106,6 +106,11 @@ class SessionRegistry(Service):
             self._poll.stop()
         self.listener.remove_on_reconnect(self._heard_again)
         yield self.listener.unlisten(self._channel, self._heard)
+        yield self.cut_all()
+
+    def cut_all(self) -> defer.Deferred[Any]:
+        """Cut every session (this L7R stops serving them) and fire once their rows
+        are reset."""
         sessions = list(self._sessions.values())
         for session in sessions:
             session.cut()
@@ -114,7 +119,7 @@ class SessionRegistry(Service):
                 lambda f, vm_id=session.vm_id: log.warn(
                     "cannot release VM {vm_id}: {error}", vm_id=vm_id,
                     error=f.getErrorMessage()))
-        yield defer.DeferredList(list(self._releasing))
+        return defer.DeferredList(list(self._releasing))
 
     def _heard(self, channel: str, payload: str) -> None:
         self.check_aborts()
