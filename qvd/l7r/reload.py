@@ -96,7 +96,7 @@ class Generations(MultiService):
             old, self.serving = self.serving, new
             timeout = self.config.get_float("l7r.reload.drain_timeout")
             if old is not None:
-                old.drain(timeout).addCallback(lambda _: self._gone(old))
+                self._drain(old, timeout)
             if self.l7r.accepting:
                 self.l7r.drain(timeout)
             log.info("L7R reloaded: workers {slots} serve, the earlier processes drain"
@@ -104,9 +104,21 @@ class Generations(MultiService):
         finally:
             self._reloading = False
 
-    def _gone(self, pool: WorkerPool) -> None:
-        if pool.parent is self:
-            pool.disownServiceParent()
+    def _drain(self, pool: WorkerPool, timeout: float) -> None:
+        """Drain ``pool``; a draining worker is not replaced, so the rows of one that
+        died (SIGKILL) are released here as it ends (a new worker would do it as it
+        starts)."""
+        for worker in pool.workers.values():
+            worker.exited.addCallback(self._release_dead)
+        pool.drain(timeout).addCallback(lambda _: pool.disownServiceParent()
+                                        if pool.parent is self else None)
+
+    def _release_dead(self, result: None) -> None:
+        sessions = self.l7r.sessions
+        if sessions is not None and sessions.running:
+            sessions.forget_dead_holders().addErrback(
+                lambda f: log.warn("cannot release the rows of ended L7R processes: {error}",
+                                   error=f.getErrorMessage()))
 
 
 class ReloadControl(Service):
