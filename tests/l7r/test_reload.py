@@ -1,4 +1,5 @@
-"""The L7R's graceful reload on a real ``twistd qvd-l7r``, its signal and pid file, the
+"""The L7R's graceful reload on a real ``twistd qvd-l7r`` (a new generation that cannot
+start, new code installed under a running L7R), its signal and pid file, the
 ``qvd-node reload`` command, and the listening socket's hand-over (live NX sessions across
 a reload: ``tests/farm/test_reload.py``)."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +20,12 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 from qvd.config import Config
+from qvd.l7r.handler import ALIVE
 from qvd.l7r.reload import ReloadControl, read_pid_file
 from qvd.nodecli import main as qvd_node
 from qvd.stream.transport import StreamPort
-from tests.support.l7rprocess import L7RProcessTestCase, list_of_vm, listeners
+from tests.support.l7rprocess import L7RProcessTestCase, list_of_vm, listeners, ping
+from tests.support.paths import ROOT
 from tests.support.waiting import poll_blocking
 
 
@@ -68,6 +72,30 @@ class QvdL7RReloadTests(L7RProcessTestCase):
         self.assertEqual(served, (200, worker))
         self.assertFalse(output.ended.called, "the first process runs on")
         self.assertIn(b"L7R drained", output.output)
+
+    @defer.inlineCallbacks
+    def test_new_processes_run_the_code_installed_since(self) -> Generator[Any, Any, None]:
+        """An upgrade: the package is replaced under the running L7R; after a reload
+        the port is served by the new code."""
+        installed = os.path.abspath(self.mktemp())
+        for package in ("qvd", "twisted"):  # twisted/: the twistd plugins
+            shutil.copytree(os.path.join(ROOT, package), os.path.join(installed, package),
+                            ignore=shutil.ignore_patterns("__pycache__", "dropin.cache"))
+        port, main, output = self.start_l7r(1, pythonpath=installed)
+        yield self.until(lambda: listeners(port) == {main.pid}, "the L7R listening")
+        answer = yield threads.deferToThread(ping, port)
+        self.assertTrue(answer.endswith(ALIVE), answer)
+
+        handler = os.path.join(installed, "qvd", "l7r", "handler.py")
+        with open(handler) as f:
+            code = f.read()
+        with open(handler, "w") as f:
+            f.write(code.replace('ALIVE = b"I am alive!', 'ALIVE = b"I am alive, upgraded!'))
+        main.signalProcess("HUP")
+        yield self.until(lambda: without(listeners(port), main.pid),
+                         "a new process alone on the port")
+        answer = yield threads.deferToThread(ping, port)
+        self.assertTrue(answer.endswith(b"I am alive, upgraded!\r\n"), answer)
 
 
 class QvdNodeCommandTests(unittest.TestCase):

@@ -76,10 +76,11 @@ class L7RProcessTestCase(unittest.TestCase):
         """Bounded wait for a condition on real processes."""
         return poll_blocking(check, bool, timeout, what)
 
-    def start_l7r(self, processes: int, *twistd: str, conf: str = "") -> tuple[int, Any, Output]:
+    def start_l7r(self, processes: int, *twistd: str, conf: str = "",
+                  pythonpath: str = ROOT) -> tuple[int, Any, Output]:
         """A real ``twistd -n <twistd options> qvd-l7r`` with ``l7r.processes``, on a
         fresh QVD-DB (user alice, password s3cret); ``conf`` is more node.conf (its file
-        is ``self.l7r_conf``)."""
+        is ``self.l7r_conf``); the code is the one found on ``pythonpath``."""
         db = new_database()
         self.addCleanup(drop_database, db)
         db.query("INSERT INTO hosts (name, address, frontend, backend)"
@@ -99,7 +100,7 @@ class L7RProcessTestCase(unittest.TestCase):
         output = Output()
         argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *twistd, "qvd-l7r",
                 "--config", conf]
-        main = reactor.spawnProcess(output, argv[0], argv, env=dict(os.environ, PYTHONPATH=ROOT),
+        main = reactor.spawnProcess(output, argv[0], argv, env=dict(os.environ, PYTHONPATH=pythonpath),
                                     path=directory)
 
         @defer.inlineCallbacks
