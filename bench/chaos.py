@@ -15,7 +15,9 @@ live (the dropped ones are connected again in between):
 - every node's HKD SIGKILLed, then started again;
 - one L7R worker process SIGKILLed (its replacement is started by the first process);
 - one node SIGKILLed (its HKD and L7R processes; its VMs keep running), then started
-  again once the others have taken its users.
+  again once the others have taken its users;
+- every node's L7R reloaded (SIGHUP: new processes take the port, the old ones drain),
+  with a ping to every node on a new connection after another meanwhile.
 
 A session is "hit" when the failure kills its own L7R process or its VM (the lost node's
 VMs count: QVD-DB gives them away); "dropped" counts sessions whose stream ended; any
@@ -31,9 +33,11 @@ import argparse
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Optional
@@ -292,6 +296,38 @@ class Chaos:
                 f" {running_stale} stale VMs ran until it came back, {left} after"
                 f" (it served again {served:.1f} s after restarting)")
 
+    def reloads(self, node: Any) -> int:
+        """How many reloads the node's L7R has finished (its log says)."""
+        with open(node.l7r.log_path, errors="replace") as f:
+            return f.read().count("L7R reloaded")
+
+    @defer.inlineCallbacks
+    def l7r_reload(self) -> Generator[Any, Any, tuple[str, str]]:
+        farm = self.farm
+        before = {node.index: self.reloads(node) for node in farm.nodes}
+        old = {pid for node in farm.nodes
+               for pid in [node.l7r.pid, *farm.l7r_workers(node.index)]}
+        answers: list[int] = []
+        done = threading.Event()
+
+        def pinging() -> None:
+            while not done.is_set():
+                answers.extend(ping(node.address)[0] for node in farm.nodes)
+
+        pinger = threads.deferToThread(pinging)
+        yield sleep(1)
+        for node in farm.nodes:
+            node.l7r.signal(signal.SIGHUP)
+        took = yield until(lambda: all(self.reloads(n) > before[n.index] for n in farm.nodes),
+                           60, "every L7R reloaded")
+        yield sleep(3)
+        done.set()
+        yield pinger
+        draining = sum(1 for r in self.rows().values() if r["l7r_pid"] in old)
+        return (f"{took:.2f} s until every node's new L7R processes served",
+                f"{answers.count(200)} of {len(answers)} pings straight to the nodes answered"
+                f" 200 around it; {draining} sessions still spliced by the draining processes")
+
 
 @defer.inlineCallbacks
 def run(args: argparse.Namespace, xvfb_display: str, home: str) -> Generator[Any, Any, None]:
@@ -319,6 +355,7 @@ def run(args: argparse.Namespace, xvfb_display: str, home: str) -> Generator[Any
         victims = yield threads.deferToThread(chaos.node_victims, args.nodes)
         yield chaos.measure(f"node{args.nodes} SIGKILLed (HKD and L7Rs)", victims,
                             lambda: chaos.node_loss(args.nodes, victims))
+        yield chaos.measure("every L7R reloaded (SIGHUP)", set(), chaos.l7r_reload)
         print("| failure | live sessions | hit (own L7R process or VM killed) | dropped"
               " | dropped, not hit | recovery | rows wrong | notes |")
         print("|---|---|---|---|---|---|---|---|")

@@ -51,7 +51,7 @@ class FreshInstallTests(unittest.TestCase):
         self.run_in(f"{venv}/bin/pip", "install", "-q", "--disable-pip-version-check", source)
 
         for script in ("qa", "qvd-deploy-db", "qvd-embedded", "qvd-client", "qvd-doctor",
-                       "qvd-units"):
+                       "qvd-units", "qvd-node"):
             self.assertIn("usage:", self.run_in(f"{venv}/bin/{script}", "--help"))
 
         db = new_database()

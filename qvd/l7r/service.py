@@ -7,12 +7,16 @@ the first process starts that many minus one worker processes, each a full
 L7R on the same port (the kernel spreads the connections), and restarts a
 worker that dies.  Its connections get the transports of
 ``qvd.stream.transport`` (TLS on the socket itself, writes sent at once).
+A graceful reload replaces the processes without dropping a session
+(``qvd.l7r.reload``); ``drain`` is a process's part of it.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
+from dataclasses import dataclass, field
 from typing import Any, Generator, Optional
 
 from twisted.application.service import MultiService
@@ -25,13 +29,14 @@ from qvd.audit import AuditQueue
 from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, for_twistd, prepare
 from qvd.daemon import Options as DaemonOptions
 from qvd.http.head import Limits
-from qvd.http.server import QVDHTTPServerFactory, Timeouts
+from qvd.http.server import QVDHTTPServerFactory, QVDHTTPServerProtocol, Timeouts
 from qvd.l7r.auth import Authenticator
 from qvd.l7r.handler import L7RContext, L7RHandler
 from qvd.l7r.sessions import SessionRegistry
 from qvd.l7r.tls import TLSConfigError, server_context
 from qvd.l7r.trail import Trail
-from qvd.l7r.workers import ParentPipe, WorkerPool
+from qvd.l7r.reload import Generations, ReloadControl
+from qvd.l7r.workers import LISTENING, ParentPipe
 from qvd.metrics.database import DatabaseCollector
 from qvd.metrics.l7r import L7RMetrics, first_process_metrics
 from qvd.metrics.relay import ReportSender, WorkerReports
@@ -67,6 +72,45 @@ def listen(reactor: Any, address: str, port: int, factory: Factory,
     return listening
 
 
+class Connections:
+    """The open client connections of one L7R process, so that a draining process
+    knows when its last one has ended."""
+
+    def __init__(self) -> None:
+        self.open: set[QVDHTTPServerProtocol] = set()
+        self._waiters: list[defer.Deferred[None]] = []
+
+    def add(self, protocol: QVDHTTPServerProtocol) -> None:
+        self.open.add(protocol)
+        protocol.channel.lost.addBoth(self._lost, protocol)
+
+    def _lost(self, result: Any, protocol: QVDHTTPServerProtocol) -> Any:
+        self.open.discard(protocol)
+        if not self.open:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+        return result
+
+    def ended(self) -> defer.Deferred[None]:
+        """Fires once no connection is open (at once if none is)."""
+        if not self.open:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+
+@dataclass(repr=False)
+class L7RFactory(QVDHTTPServerFactory):
+    connections: Connections = field(default_factory=Connections)
+
+    def buildProtocol(self, addr: Any) -> QVDHTTPServerProtocol:
+        protocol = super().buildProtocol(addr)
+        self.connections.add(protocol)
+        return protocol
+
+
 class L7RService(MultiService):
     """One L7R process's broker: sessions, authentication and the listening port, on
     its daemon's configuration, database and LISTEN connection."""
@@ -84,6 +128,8 @@ class L7RService(MultiService):
         self.authenticator: Optional[Authenticator] = None
         self.metrics = L7RMetrics()
         self.audit: Optional[AuditQueue] = None
+        self.connections = Connections()
+        self.generations: Optional[Generations] = None  # the first process's workers
         self.ready: defer.Deferred = defer.Deferred()
 
     def startService(self) -> None:
@@ -106,27 +152,70 @@ class L7RService(MultiService):
                                            trail=trail)
         context = L7RContext(config, daemon.database, self.authenticator, sessions,
                              config.get("nodename"), reactor, trail)
-        factory = QVDHTTPServerFactory(L7RHandler(context), reactor, Limits(),
-                                       Timeouts(head=config.get_float("l7r.timeout.head"),
-                                                idle=config.get_float("l7r.timeout.idle"),
-                                                first=config.get_float("l7r.timeout.first"),
-                                                close=config.get_float("l7r.timeout.close")))
+        factory = L7RFactory(L7RHandler(context), reactor, Limits(),
+                             Timeouts(head=config.get_float("l7r.timeout.head"),
+                                      idle=config.get_float("l7r.timeout.idle"),
+                                      first=config.get_float("l7r.timeout.first"),
+                                      close=config.get_float("l7r.timeout.close")),
+                             self.connections)
         self.port = listen(reactor, config.get("l7r.address"), config.get_int("l7r.port"),
                            factory, self.tls)
         log.info("L7R listening on {address}:{port} ({tls})", address=config.get("l7r.address"),
-                 port=self.port.getHost().port, tls="TLS" if self.tls else "plain HTTP")
-        processes = config.get_int("l7r.processes")
+                 port=self.port.getHost().port, tls="TLS" if self.tls else "plain HTTP",
+                 **{LISTENING: True})
         reports = WorkerReports()
         if self.worker:
-            reactor.addReader(ParentPipe(reactor.stop))
+            reactor.addReader(ParentPipe(reactor.stop, self._drain_and_exit))
             if config.get_int("l7r.metrics.port"):
                 ReportSender(self.metrics.registry, reactor).setServiceParent(self)
-        elif processes > 1:
-            WorkerPool(reactor, processes - 1, config.path, reports=reports).setServiceParent(self)
+        else:
+            self.generations = Generations(self, reports)
+            self.generations.setServiceParent(self)
         server = None if self.worker else metrics_service(
             config, "l7r", reactor, lambda: first_process_metrics(self.metrics, reports))
         if server is not None:
             server.setServiceParent(self)
+
+    @property
+    def accepting(self) -> bool:
+        return self.port is not None
+
+    def reload(self) -> defer.Deferred[None]:
+        """New L7R processes take the port, this one and its workers drain."""
+        if self.generations is None:
+            log.warn("L7R reload ignored: the L7R is not serving yet")
+            return defer.succeed(None)
+        return self.generations.reload()
+
+    @defer.inlineCallbacks
+    def drain(self, timeout: float) -> Generator[defer.Deferred[Any], Any, None]:
+        """Stop accepting, serve the open connections to their end for at most
+        ``timeout`` seconds, then cut what is left (rows reset) and close it."""
+        port, self.port = self.port, None
+        if port is None:
+            return
+        port.take_backlog()
+        yield port.stopListening()
+        log.info("L7R draining: no longer accepting; {connections} connections open,"
+                 " {sessions} of them sessions (at most {timeout} s)",
+                 connections=len(self.connections.open), sessions=len(self.sessions or ()),
+                 timeout=timeout)
+        try:
+            yield self.connections.ended().addTimeout(timeout, self.daemon.reactor)
+        except defer.TimeoutError:
+            log.warn("L7R drain timeout: cutting its {sessions} sessions and"
+                     " {connections} connections", sessions=len(self.sessions or ()),
+                     connections=len(self.connections.open))
+            if self.sessions is not None:
+                yield self.sessions.cut_all()
+            for protocol in list(self.connections.open):
+                protocol.transport.abortConnection()
+        log.info("L7R drained")
+
+    def _drain_and_exit(self) -> None:
+        """A worker's part of a reload: drain, then stop like on SIGTERM."""
+        self.drain(self.daemon.config.get_float("l7r.reload.drain_timeout")).addBoth(
+            lambda _: self.daemon.reactor.stop())
 
     def _fatal(self, failure: Any) -> None:
         known = failure.check(*STARTUP_ERRORS, TLSConfigError, OSError)
@@ -157,5 +246,10 @@ def makeService(options: usage.Options) -> NodeDaemon:
         daemon = for_twistd(NodeDaemon(config, host_id, "qvd-l7r"), options)
     except (*STARTUP_ERRORS, TLSConfigError) as e:
         raise cannot_start("qvd-l7r", e) from None
-    L7RService(daemon, tls=tls, worker=bool(options["worker"])).setServiceParent(daemon)
+    l7r = L7RService(daemon, tls=tls, worker=bool(options["worker"]))
+    l7r.setServiceParent(daemon)
+    if options["worker"]:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the first process's
+    else:
+        ReloadControl(l7r.reload, config, daemon.reactor).setServiceParent(daemon)
     return daemon

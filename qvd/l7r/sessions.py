@@ -90,7 +90,7 @@ class SessionRegistry(Service):
     @defer.inlineCallbacks
     def _start(self) -> Generator[defer.Deferred[Any], Any, None]:
         """Listen for aborts before the L7R takes its first request."""
-        yield self._forget_dead_holders()
+        yield self.forget_dead_holders()
         yield self.listener.listen(self._channel, self._heard)
         self.listener.on_reconnect(self._heard_again)
         self._poll = task.LoopingCall(self.check_aborts)
@@ -106,6 +106,11 @@ class SessionRegistry(Service):
             self._poll.stop()
         self.listener.remove_on_reconnect(self._heard_again)
         yield self.listener.unlisten(self._channel, self._heard)
+        yield self.cut_all()
+
+    def cut_all(self) -> defer.Deferred[Any]:
+        """Cut every session (this L7R stops serving them) and fire once their rows
+        are reset."""
         sessions = list(self._sessions.values())
         for session in sessions:
             session.cut()
@@ -114,7 +119,7 @@ class SessionRegistry(Service):
                 lambda f, vm_id=session.vm_id: log.warn(
                     "cannot release VM {vm_id}: {error}", vm_id=vm_id,
                     error=f.getErrorMessage()))
-        yield defer.DeferredList(list(self._releasing))
+        return defer.DeferredList(list(self._releasing))
 
     def _heard(self, channel: str, payload: str) -> None:
         self.check_aborts()
@@ -175,7 +180,7 @@ class SessionRegistry(Service):
                     self.database, vm_id, self.host_id, self.pid, epoch())
 
     @defer.inlineCallbacks
-    def _forget_dead_holders(self) -> Generator[defer.Deferred[Any], Any, None]:
+    def forget_dead_holders(self) -> Generator[defer.Deferred[Any], Any, None]:
         """Rows held by L7R processes of this host that no longer run are released."""
         for held in (yield rows.sessions_of_host(self.database, self.host_id)):
             if held.pid is None or (held.pid != self.pid and not psutil.pid_exists(held.pid)):

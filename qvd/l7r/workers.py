@@ -8,6 +8,13 @@ stops, so no orphan keeps serving the port unsupervised.  A worker's log
 events travel as JSON on its stdout to the first process, which publishes
 them to its own observers (``--logfile``, syslog or stdout) marked with the
 worker's number; its metrics travel the same way (``qvd.metrics.relay``).
+
+A graceful reload (``qvd.l7r.reload``) starts a new pool (a new generation,
+fresh processes running whatever code is installed now) beside the old one,
+waits until each new worker reports that it listens, then writes ``drain`` on
+the old workers' stdin: each stops accepting, serves its open connections to
+their end (at most ``l7r.reload.drain_timeout`` seconds) and exits; a draining
+worker that ends is not restarted.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ log = Logger()
 
 RESTART_DELAYS = (1, 2, 5, 10, 30)
 STOP_TIMEOUT = 20.0  # seconds a stopping worker has to release its sessions before SIGKILL
+DRAIN = b"drain"  # a line on a worker's stdin: stop accepting, finish, exit
+LISTENING = "l7r_listening"  # set on the log event of an L7R whose port is open
+
+
+class WorkerFailed(Exception):
+    """A new worker ended before it listened."""
 
 
 def to_parent() -> ILogObserver:
@@ -48,17 +61,24 @@ def worker_argv(config_path: Optional[str]) -> list[str]:
 
 @implementer(interfaces.IReadDescriptor)
 class ParentPipe:
-    """A worker's stdin, written to by nobody: its end of file means the parent is gone."""
+    """A worker's stdin: the first process writes ``DRAIN`` on it to have the worker
+    drain; its end of file means the parent is gone."""
 
-    def __init__(self, on_lost: Callable[[], None]):
+    def __init__(self, on_lost: Callable[[], None], on_drain: Callable[[], None]):
         self.on_lost = on_lost
+        self.on_drain = on_drain
+        self._commands = LineSplitter()
 
     def fileno(self) -> int:
         return 0
 
     def doRead(self) -> Optional[Failure]:
-        if not os.read(0, 4096):
+        data = os.read(0, 4096)
+        if not data:
             return Failure(error.ConnectionDone("the first L7R process is gone"))
+        for command in self._commands.feed(data):
+            if command == DRAIN:
+                self.on_drain()
         return None
 
     def connectionLost(self, reason: Failure) -> None:
@@ -74,6 +94,7 @@ class _Worker(protocol.ProcessProtocol):
         self.pool = pool
         self.slot = slot
         self.exited: defer.Deferred[None] = defer.Deferred()
+        self.listening: defer.Deferred[None] = defer.Deferred()
         self._records = LineSplitter()
 
     def outReceived(self, data: bytes) -> None:
@@ -84,18 +105,25 @@ class _Worker(protocol.ProcessProtocol):
     def processEnded(self, reason: Any) -> None:
         if self._records.partial:
             self.pool.relay(self.slot, self._records.partial)
+        if not self.listening.called:
+            self.listening.errback(WorkerFailed(f"L7R worker {self.slot} ended before it"
+                                                " listened"))
         self.exited.callback(None)
         self.pool.ended(self)
 
 
 class WorkerPool(Service):
+    """One generation of workers, numbered from ``first``."""
+
     name = "l7r-workers"
 
     def __init__(self, reactor: Any, count: int, config_path: Optional[str],
                  publish: Callable[[dict[str, Any]], None] = globalLogPublisher,
-                 reports: Optional[WorkerReports] = None):
+                 reports: Optional[WorkerReports] = None, first: int = 0):
         self.reactor = reactor
         self.count = count
+        self.first = first
+        self.draining = False
         self.config_path = config_path
         self.publish = publish
         self.reports = reports or WorkerReports()  # the workers' metrics (qvd.metrics.relay)
@@ -104,8 +132,21 @@ class WorkerPool(Service):
 
     def startService(self) -> None:
         super().startService()
-        for slot in range(self.count):
+        for slot in range(self.first, self.first + self.count):
             self.spawn(slot)
+
+    def listening(self) -> defer.Deferred[Any]:
+        """Fires once every worker started so far listens; fails with ``WorkerFailed``
+        as soon as one of them ends before."""
+        return defer.gatherResults([w.listening for w in self.workers.values()],
+                                   consumeErrors=True)
+
+    def drain(self, timeout: float) -> defer.Deferred[Any]:
+        """Have every worker drain and exit (none is restarted); fires once all have
+        exited, SIGKILLing those still there ``STOP_TIMEOUT`` s after ``timeout``."""
+        self.draining = True
+        return self._ending(lambda worker: worker.transport.write(DRAIN + b"\n"),
+                            timeout + STOP_TIMEOUT)
 
     def spawn(self, slot: int) -> None:
         if not self.running:
@@ -129,6 +170,9 @@ class WorkerPool(Service):
         except (ValueError, KeyError, TypeError, AttributeError):  # not one of its records
             log.info("worker {slot}: {text}", slot=slot, text=text)
             return
+        worker = self.workers.get(slot)
+        if event.get(LISTENING) and worker is not None and not worker.listening.called:
+            worker.listening.callback(None)
         if is_report(event):
             self.reports.update(slot, event["metrics"])
             return
@@ -138,7 +182,7 @@ class WorkerPool(Service):
         if self.workers.get(worker.slot) is not worker:
             return
         self.reports.retire(worker.slot)
-        if not self.running:
+        if not self.running or self.draining:
             return
         failures = self._failures.get(worker.slot, 0)
         delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
@@ -151,12 +195,17 @@ class WorkerPool(Service):
         """TERM every worker and wait until each has released its sessions and exited
         (SIGKILL after ``STOP_TIMEOUT``)."""
         super().stopService()
+        return self._ending(lambda worker: worker.transport.signalProcess("TERM"), STOP_TIMEOUT)
+
+    def _ending(self, tell: Callable[[_Worker], None], timeout: float) -> defer.Deferred[Any]:
+        """``tell`` every live worker to end, and wait until each has (SIGKILL after
+        ``timeout``)."""
         waits = []
         for worker in self.workers.values():
             if worker.exited.called or worker.transport is None or worker.transport.pid is None:
                 continue
-            worker.transport.signalProcess("TERM")
-            killer = self.reactor.callLater(STOP_TIMEOUT, self._kill, worker)
+            tell(worker)
+            killer = self.reactor.callLater(timeout, self._kill, worker)
             worker.exited.addCallback(lambda _, k=killer: k.cancel() if k.active() else None)
             waits.append(worker.exited)
         return defer.DeferredList(waits)

@@ -649,16 +649,29 @@ class StreamPort:
         return f"{type(self.factory).__name__} (our port)"
 
     def doRead(self) -> None:
+        self._accept()
+
+    def take_backlog(self) -> None:
+        """Accept every connection the kernel has queued for this socket: closing it
+        would reset them (with SO_REUSEPORT, the sockets still open get the new ones)."""
+        while self._listening and self._accept():
+            pass
+
+    def _accept(self) -> bool:
+        """Accept up to ``ACCEPTS`` connections; whether more may be waiting."""
         for _ in range(ACCEPTS):
             try:
                 sock, peer = self.socket.accept()
             except BlockingIOError:
-                return
+                return False
+            except ConnectionAbortedError:
+                continue  # that client gave up while queued: the next one may do
             except OSError as e:
                 if e.errno in _OUT_OF_RESOURCES:
                     log.warn("cannot accept a connection: {error}", error=os.strerror(e.errno))
-                return  # ECONNABORTED and the like: the next one may do
+                return False
             self._serve(sock, peer)
+        return True
 
     def _serve(self, sock: socket.socket, peer: Any) -> None:
         sock.setblocking(False)

@@ -47,13 +47,15 @@ class FarmTestCase(unittest.TestCase):
     nodes = 2
     processes = 1  # l7r.processes
     combined = False  # twistd qvd-node instead of qvd-hkd and qvd-l7r
+    extra = ""  # more node.conf lines
     timeout = 240
     skip = missing_tools()
 
     @inlineCallbacks
     def setUp(self):
         self.farm = Farm(Options(self.nodes, l7r_processes=self.processes, account="nobody",
-                                 session="/usr/bin/xclock", fast=True, combined=self.combined))
+                                 session="/usr/bin/xclock", fast=True, combined=self.combined,
+                                 extra=self.extra))
         self.addCleanup(threads.deferToThread, self.farm.down)
         yield threads.deferToThread(self.farm.up)
         self.display = yield start_xvfb(self, "-ac")
@@ -101,6 +103,19 @@ class FarmTestCase(unittest.TestCase):
         self.farm.qa("host name=node1 set backend=0")
         desktop = yield self.connected(user, host=node1.address)
         return user, desktop
+
+    @inlineCallbacks
+    def sessions_on_both_processes(self, host: str, tries: int = 12):
+        """Sessions through ``host`` (of ``tries`` users at most) until each of its two
+        L7R processes splices one; the connections are spread by the kernel's hash."""
+        users = yield self.users(tries)
+        desktops = []
+        for user in users:
+            desktops.append((yield self.connected(user, host)))
+            holders = {self.row(d.vm_id)["l7r_pid"] for d in desktops}
+            if len(holders) == 2:
+                return desktops
+        self.fail(f"{tries} sessions all went to one L7R process")
 
     def _close_desktops(self) -> Deferred:
         return every(desktop.close() for desktop in self.desktops)

@@ -18,23 +18,9 @@ from twisted.internet.defer import inlineCallbacks
 from qvd.l7r.workers import RESTART_DELAYS
 from tests.farm.support import FarmTestCase, every
 
-MAX_SESSIONS = 12  # connections spread over a node's L7R processes by the kernel's hash
-
 
 class DaemonFailureTests(FarmTestCase):
     processes = 2
-
-    @inlineCallbacks
-    def sessions_on_both_processes(self, host: str):
-        """Sessions through ``host`` until each of its two L7R processes splices one."""
-        users = yield self.users(MAX_SESSIONS)
-        desktops = []
-        for user in users:
-            desktops.append((yield self.connected(user, host)))
-            holders = {self.row(d.vm_id)["l7r_pid"] for d in desktops}
-            if len(holders) == 2:
-                return desktops
-        self.fail(f"{MAX_SESSIONS} sessions all went to one L7R process")
 
     @inlineCallbacks
     def test_hkd_killed_and_restarted_adopts_its_vms(self):
