@@ -11,8 +11,8 @@ from twisted.trial import unittest
 from qvd.vma.session import _XinitProtocol
 
 
-class _Session:
-    """Stands in for ``XSession``: records what the protocol tells it."""
+class FakeXSession:
+    """A fake of ``XSession`` (the protocol alone is under test): records what it is told."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -29,7 +29,7 @@ class XinitOutputTests(unittest.TestCase):
     def test_output_after_xinit_exits_is_logged_and_the_log_closes_at_the_end(self) -> None:
         log = io.BytesIO()
         log.close = lambda: setattr(log, "closed_at_end", True)  # keep the bytes readable
-        session = _Session()
+        session = FakeXSession()
         xinit = _XinitProtocol(session, log)
         xinit.childDataReceived(1, b"Session: Starting session at 'Tue Dec  1'.\n")
         xinit.processExited(Failure(ProcessDone(0)))
