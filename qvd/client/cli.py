@@ -14,7 +14,6 @@ import getpass
 import json
 import os
 import sys
-from importlib import metadata
 from typing import Any, Callable, Generator, NoReturn, Optional, Sequence
 
 from twisted.internet import defer, task
@@ -29,6 +28,7 @@ from qvd.client.channels import LocalChannels
 from qvd.client.errors import ClientError, Exit, from_failure, from_reply
 from qvd.client.l7r import L7RSession, Reply, open_session
 from qvd.client.settings import Settings, load_client_config, resolve
+from qvd.client.slave import version
 from qvd.config import ConfigError
 
 log = Logger(namespace="qvd.client.cli")  # also when run as python -m
@@ -344,17 +344,10 @@ def with_otp(password: str, otp: str, ask: Callable[[str], str]) -> str:
     return password + code
 
 
-def _version() -> str:
-    try:
-        return metadata.version("qvd-node")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     args = build_parser().parse_args(argv)
     if args.version:
-        print(f"qvd-client {_version()}")
+        print(f"qvd-client {version()}")
         sys.exit(0)
     _start_logging(args.verbose)
     action = action_of(args)

@@ -34,6 +34,7 @@ log = Logger()
 
 
 def version() -> str:
+    """This installation's version (the slave channel's ``/version``, ``qvd-client -v``)."""
     try:
         return metadata.version("qvd-node")
     except metadata.PackageNotFoundError:

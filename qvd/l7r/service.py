@@ -26,7 +26,9 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from qvd.audit import AuditQueue
-from qvd.daemon import STARTUP_ERRORS, NodeDaemon, cannot_start, for_twistd, prepare
+from qvd.daemon import (
+    STARTUP_ERRORS, NodeDaemon, cannot_start, for_twistd, log_startup_failure, prepare,
+)
 from qvd.daemon import Options as DaemonOptions
 from qvd.http.head import Limits
 from qvd.http.server import QVDHTTPServerFactory, QVDHTTPServerProtocol, Timeouts
@@ -218,11 +220,7 @@ class L7RService(MultiService):
             lambda _: self.daemon.reactor.stop())
 
     def _fatal(self, failure: Any) -> None:
-        known = failure.check(*STARTUP_ERRORS, TLSConfigError, OSError)
-        log.critical("qvd-l7r cannot start: {why}",
-                     why=failure.getErrorMessage() if known else repr(failure.value))
-        if not known:
-            log.failure("start-up failed", failure)
+        log_startup_failure(log, "qvd-l7r", failure, TLSConfigError, OSError)
         self.ready.errback(failure)
         if self.daemon.reactor.running:
             self.daemon.reactor.stop()
