@@ -24,9 +24,9 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-log = Logger()
-
 from qvd.db.channels import LOG_CREATED
+
+log = Logger()
 
 HIDDEN = "**********"
 SECRET_KEYS = frozenset({"password", "passwd", "new_password", "token", "auth_token",
