@@ -24,9 +24,9 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-log = Logger()
-
 from qvd.db.channels import LOG_CREATED
+
+log = Logger()
 
 HIDDEN = "**********"
 SECRET_KEYS = frozenset({"password", "passwd", "new_password", "token", "auth_token",
@@ -37,7 +37,6 @@ COLUMNS = ("INSERT INTO log (administrator_id, administrator_name, superadmin, t
            " tenant_name, action, type_of_action, qvd_object, object_id, object_name,"
            " arguments, status, source, ip, time) VALUES ")
 ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, LOCALTIMESTAMP)"
-INSERT = COLUMNS + ROW
 
 ANNOUNCE = "SELECT pg_notify(%s, %s)"
 
@@ -91,9 +90,7 @@ def write(cursor: Any, entries: Iterable[AuditEntry]) -> defer.Deferred[None]:
     """Insert ``entries`` with ``cursor`` (a txpostgres cursor, in the caller's transaction),
     and announce them on ``LOG_CREATED`` once per tenant, so that live audit lists follow."""
     entries = list(entries)
-    d: defer.Deferred[Any] = defer.succeed(None)
-    for entry in entries:
-        d.addCallback(lambda _, e=entry: cursor.execute(INSERT, e.params()))
+    d: defer.Deferred[Any] = _insert(cursor, entries) if entries else defer.succeed(None)
     for tenant_id in {entry.tenant_id for entry in entries}:
         payload = "" if tenant_id is None else f"tenant_id={tenant_id}"
         d.addCallback(lambda _, p=payload: cursor.execute(ANNOUNCE, (LOG_CREATED, p)))
@@ -110,13 +107,17 @@ def record(database: Any, entries: Iterable[AuditEntry]) -> defer.Deferred[None]
 
 def write_now(cursor: Any, entries: Iterable[AuditEntry]) -> None:
     """Insert ``entries`` with a blocking psycopg2 ``cursor``, in its transaction."""
-    for entry in entries:
-        cursor.execute(INSERT, entry.params())
+    entries = list(entries)
+    if entries:
+        _insert(cursor, entries)
 
 
-def _insert_batch(cursor: Any, batch: list[AuditEntry]) -> defer.Deferred[None]:
-    params = [value for entry in batch for value in entry.params()]
-    return cursor.execute(COLUMNS + ", ".join([ROW] * len(batch)), params)
+def _insert(cursor: Any, entries: list[AuditEntry]) -> Any:
+    """One INSERT of every row of ``entries`` (at least one), with a txpostgres cursor (a
+    Deferred) or a blocking psycopg2 one (None): what ``write``, ``write_now`` and
+    ``AuditQueue`` share."""
+    params = [value for entry in entries for value in entry.params()]
+    return cursor.execute(COLUMNS + ", ".join([ROW] * len(entries)), params)
 
 
 class AuditQueue(Service):
@@ -184,7 +185,7 @@ class AuditQueue(Service):
         while self.pending:
             batch = self.pending[:self.BATCH]
             try:
-                yield self.database.run_interaction(_insert_batch, batch)
+                yield self.database.run_interaction(_insert, batch)
             except Exception as e:
                 log.warn("cannot write {n} audit rows yet: {error}", n=len(self.pending), error=e)
                 return

@@ -120,7 +120,6 @@ class Not:
 Node = Union[Compare, And, Or, Not]
 
 
-
 def holds(node: Node, comparison_holds: Callable[[Compare], bool]) -> bool:
     """Whether the tree holds, given whether each comparison does: the one boolean walk
     shared by everything that evaluates a filter in Python rather than in SQL."""

@@ -172,22 +172,28 @@ class Admin(CreationMixin, PropertiesMixin, ConfigRowsMixin, VMControlMixin, TOT
         ids = self._ids(cur, kind, command.filter_text)
         for name, raw in values.items():
             target = settable[name]
+            # a date is the same for every object: read QVD-DB's clock once, not per object
+            moment = (self._moment(cur, name, raw) if target.kind == "timestamp" and ids
+                      else None)
             for object_id in ids:
-                sql_value, value = self._set_value(cur, target, name, raw, object_id)
+                sql_value, value = moment or self._set_value(cur, target, name, raw, object_id)
                 cur.execute(f"UPDATE {target.table} SET {target.column} = {sql_value}"
                             f" WHERE {target.key} = %s", (*value, object_id))
         return Result(len(ids))
 
+    @staticmethod
+    def _moment(cur, name: str, raw: str) -> tuple[str, tuple]:
+        """SQL expression and parameters for a date column, read by ``at``'s rules."""
+        cur.execute("SELECT LOCALTIMESTAMP")  # QVD-DB's clock: the HKD's too
+        try:
+            moment = parse_when(raw, cur.fetchone()[0])
+        except WhenError as e:
+            raise AdminError(f"{name}: {e}") from None
+        return ("NULL", ()) if moment is None else ("%s", (moment,))
+
     def _set_value(self, cur, target: Settable, name: str, raw: str,
                    object_id: int) -> tuple[str, tuple]:
-        """SQL expression and parameters for one new column value."""
-        if target.kind == "timestamp":
-            cur.execute("SELECT LOCALTIMESTAMP")  # QVD-DB's clock: the HKD's too
-            try:
-                moment = parse_when(raw, cur.fetchone()[0])
-            except WhenError as e:
-                raise AdminError(f"{name}: {e}") from None
-            return ("NULL", ()) if moment is None else ("%s", (moment,))
+        """SQL expression and parameters for one new column value (a date: ``_moment``)."""
         if target.kind == "int":
             return "%s", (to_int(name, raw),)
         if target.kind == "bool":

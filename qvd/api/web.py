@@ -76,12 +76,14 @@ def peer_of(request: server.Request) -> str:
     return getattr(request.getClientAddress(), "host", "") or ""
 
 
-def set_session_cookie(request: server.Request, sid: str) -> None:
+def set_session_cookie(request: server.Request, sid: str,
+                       expires: Optional[bytes] = None) -> None:
     """The ``sid`` cookie: for ``/api/`` only, out of scripts' reach, never sent by another
     site's page (a form or WebSocket there cannot act in the session: no CSRF), and no
-    expiry of its own: the session's (``api.session.timeout`` after its last use) decides."""
+    expiry of its own: the session's (``api.session.timeout`` after its last use) decides.
+    (``expires``: only the logout's date in the past, which has the browser drop it.)"""
     request.addCookie(COOKIE, sid.encode(), path=b"/api/", httpOnly=True, secure=True,
-                      sameSite="strict")
+                      sameSite="strict", expires=expires)
 
 
 def send_json(request: server.Request, body: dict[str, Any], sid: Optional[str] = None) -> None:
@@ -192,8 +194,7 @@ class LogoutResource(APIEndpoint):
             yield self.api.sessions.logout(sid)
         except Exception:
             raise APIError(3600) from None
-        request.addCookie(COOKIE, b"", path=b"/api/", httpOnly=True, secure=True,
-                          sameSite="strict", expires=b"Thu, 01 Jan 1970 00:00:00 GMT")
+        set_session_cookie(request, "", expires=b"Thu, 01 Jan 1970 00:00:00 GMT")
         return Answer(success())
 
 

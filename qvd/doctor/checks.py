@@ -21,7 +21,7 @@ import psutil
 from cryptography import x509
 
 from qvd import logs
-from qvd.config import Config, ConfigError
+from qvd.config import DEFAULT_PATH, Config, ConfigError
 from qvd.db import SCHEMA_VERSION, SCHEMA_VERSIONS, DatabaseError, connect_sync
 from qvd.db.configs import apply_configs_now
 from qvd.hkd.hypervisor import check_hypervisor
@@ -72,7 +72,7 @@ def configuration(path: Optional[str]) -> tuple[Optional[Config], list[Finding]]
     if missing:
         return config, [problem("configuration", f"{where}: {', '.join(missing)} not set",
                                 f"set {', '.join(missing)} in"
-                                f" {config.path or '/etc/qvd/node.conf'}")]
+                                f" {config.path or DEFAULT_PATH}")]
     try:
         for key in ("l7r.port", "l7r.metrics.port", "hkd.metrics.port"):
             config.get_int(key)

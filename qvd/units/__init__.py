@@ -19,14 +19,13 @@ import sys
 from importlib import resources
 from typing import Optional, Sequence
 
-from qvd.config import Config, ConfigError
+from qvd.config import DEFAULT_PATH, ENV_PATH, Config, ConfigError
 
 UNITS = ("qvd-l7r.service", "qvd-hkd.service", "qvd-node.service", "qvd-vma.service",
          "qvd-api.service")
 LOGROTATE = "qvd.logrotate"
 UNIT_DIR = "/etc/systemd/system"
 LOGROTATE_DIR = "/etc/logrotate.d"
-DEFAULT_CONFIG = "/etc/qvd/node.conf"
 
 
 def _writable(*paths: str) -> str:
@@ -81,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="qvd-units", description="Install the systemd units of the QVD daemons"
         " (qvd-l7r, qvd-hkd, qvd-node, qvd-vma, qvd-api) and the logrotate file of their logs.")
     parser.add_argument("action", choices=("install",))
-    parser.add_argument("-c", "--config", default=os.environ.get("QVD_CONFIG", DEFAULT_CONFIG),
+    parser.add_argument("-c", "--config", default=os.environ.get(ENV_PATH, DEFAULT_PATH),
                         help="the node.conf the daemons read (default %(default)s)")
     parser.add_argument("--unit-dir", default=UNIT_DIR, help="default %(default)s")
     parser.add_argument("--logrotate-dir", default=LOGROTATE_DIR, help="default %(default)s")

@@ -97,6 +97,8 @@ def _assign_roles(call: Call, cursor: Any, admin_id: int, values: Any,
     for role_id in role_ids:
         yield cursor.execute(_ADMIN_ROLE_CHANGE[assign], (role_id, admin_id))
     yield announce(cursor)
+
+
 ADMIN_COLUMNS = (Column("name", "name", "name"), Column("password", "password", "password"),
                  Column("description", "description"))
 
@@ -119,6 +121,7 @@ def _insert_admin(call: Call, cursor: Any, values: dict, items: list) -> Generat
 
 
 administrator_create = create_handler(ADMIN_SPEC, _insert_admin)
+
 
 @defer.inlineCallbacks
 def _admin_roles(call: Call, cursor: Any, target: Target, items: list) -> Generator[Any, Any, None]:
@@ -251,6 +254,8 @@ def _role_nested(call: Call, cursor: Any, target: Target, items: list) -> Genera
         elif name == "__acls_changes__unassign_acls":
             yield _assign_acls(cursor, target.id, value, False)
     yield announce(cursor)
+
+
 ROLE_COLUMNS = (Column("name", "name"), Column("fixed", "fixed", "bool"),
                 Column("internal", "internal", "bool"), Column("description", "description"))
 
@@ -265,6 +270,7 @@ def _insert_role(call: Call, cursor: Any, values: dict, items: list) -> Generato
 
 
 role_create = create_handler(ROLE_SPEC, _insert_role)
+
 
 def _role_changes(call: Call, cursor: Any, target: Target) -> defer.Deferred[Any]:
     return announce(cursor)

@@ -118,6 +118,7 @@ def _tags(name: str, value: Any) -> list[str]:
 
 di_create = create_handler(SPEC, _insert, name_argument="disk_image")
 
+
 @defer.inlineCallbacks
 def _tag_changes(call: Call, cursor: Any, target: Target,
                  items: list) -> Generator[Any, Any, None]:

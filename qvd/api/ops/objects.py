@@ -98,6 +98,7 @@ def _insert_host(call: Call, cursor: Any, values: dict, items: list) -> Generato
 
 host_create = create_handler(HOST_SPEC, _insert_host)
 
+
 @defer.inlineCallbacks
 def _host_stopped(call: Call, cursor: Any, target: Target) -> Generator[Any, Any, None]:
     yield cursor.execute("SELECT state FROM host_runtimes WHERE host_id = %s", (target.id,))
@@ -170,6 +171,7 @@ def _insert_tenant(call: Call, cursor: Any, values: dict, items: list) -> Genera
 
 
 tenant_create = create_handler(TENANT_SPEC, _insert_tenant)
+
 
 def _wat_setup(call: Call, cursor: Any, target: Target) -> defer.Deferred[Any]:
     return cursor.execute("INSERT INTO wat_setups_by_tenants (tenant_id) VALUES (%s)"

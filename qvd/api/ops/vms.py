@@ -63,6 +63,8 @@ def _allocate_ip(call: Call, cursor: Any) -> Generator[Any, Any, str]:
     if address is None:
         raise APIError(6330, "ip", "no free VM address left")
     return address
+
+
 VM_COLUMNS = (Column("name", "name"), Column("di_tag", "di_tag"),
               Column("storage", "storage", missing=""), Column("description", "description"))
 
