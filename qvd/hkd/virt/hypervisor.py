@@ -234,8 +234,7 @@ class LibvirtHypervisor:
         files_ = self.files(vm_id)
         record = vm.record if vm is not None else (yield threads.deferToThread(_load, files_))
         yield self.connection.call(_undefine, vm_id)
-        device = f"{self.plan.device_prefix}{vm_id}"
-        yield self.firewall.remove_vm(vm_id, device)
+        yield self.firewall.remove_vm(vm_id, self.plan.device(vm_id))
         if record is not None and self.dhcp is not None:
             yield self.dhcp.unregister(record.mac)
         yield self.release_guest(vm_id, record)
