@@ -305,8 +305,9 @@ class KVMHypervisor(LibvirtHypervisor):
             capture = os.path.join(get("path.serial.captures"),
                                    f"capture-{domains.domain_name(spec.vm_id)}-"
                                    f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}.txt")
+        taken = {vm.ports["serial"] for vm in self.vms.values()}  # self.vms: reactor thread
         disks, serial = yield threads.deferToThread(
-            self._prepare_files, settings, spec, files_, conf, serial_redirect, capture)
+            self._prepare_files, settings, spec, files_, conf, serial_redirect, capture, taken)
         boot = None
         if disks.kernel is not None:
             root = "/dev/vda" if virtio else "/dev/sda"
@@ -326,7 +327,8 @@ class KVMHypervisor(LibvirtHypervisor):
 
     def _prepare_files(self, settings: kvmdisk.KVMStorageSettings, spec: VMSpec,
                        files_: VMFiles, conf: str, serial_redirect: bool,
-                       capture: Optional[str]) -> tuple[kvmdisk.KVMDisks, int]:
+                       capture: Optional[str], taken: set[int]
+                       ) -> tuple[kvmdisk.KVMDisks, int]:
         config_dir = os.path.join(files_.directory, "config")
         os.makedirs(config_dir, exist_ok=True)
         files.replace(os.path.join(config_dir, "vma.conf"), conf, 0o644)
@@ -334,16 +336,8 @@ class KVMHypervisor(LibvirtHypervisor):
             os.makedirs(os.path.dirname(capture), exist_ok=True)
         disks = kvmdisk.prepare(settings, spec.vm_id, spec.di_id, spec.di_path,
                                 spec.use_overlay, spec.user_storage_size)
-        serial = self._serial_port() if serial_redirect else 0
+        serial = _serial_port(taken) if serial_redirect else 0
         return disks, serial
-
-    def _serial_port(self) -> int:
-        """A free host port above 2000 for the serial console, not one of our VMs'."""
-        taken = {vm.ports["serial"] for vm in self.vms.values()}
-        for port in range(SERIAL_BASE + 1, SERIAL_BASE + 10000):
-            if port not in taken and displays.bindable("127.0.0.1", port):
-                return port
-        raise LaunchError("no free port for the serial console")
 
     def domain_pid(self, dom: Any) -> int:
         """The QEMU process of the domain (0 where there is none, e.g. libvirt's test
@@ -455,6 +449,15 @@ class CPUSets:
     @staticmethod
     def text(cpus: list[int]) -> str:
         return ",".join(str(c) for c in cpus)
+
+
+def _serial_port(taken: set[int]) -> int:
+    """A free host port above 2000 for the serial console, not one of ``taken`` (our
+    VMs')."""
+    for port in range(SERIAL_BASE + 1, SERIAL_BASE + 10000):
+        if port not in taken and displays.bindable("127.0.0.1", port):
+            return port
+    raise LaunchError("no free port for the serial console")
 
 
 def kvm_usable() -> bool:
