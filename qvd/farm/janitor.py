@@ -24,6 +24,7 @@ import psutil
 
 from qvd.farm import child_environment, network
 from qvd.farm.network import RUN_DIR, Plan
+from qvd.hkd.files import unlink
 from qvd.hkd.layout import VMFiles
 from qvd.hkd.process import end_session, kill_all
 from qvd.pgcluster import LocalCluster
@@ -137,10 +138,7 @@ def teardown(state: State) -> None:
     if state.owned:
         shutil.rmtree(state.directory, ignore_errors=True)
     for path in (log_path(state.plan.farm_id), state.path):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        unlink(path)
 
 
 def start(farm_id: str) -> subprocess.Popen:
