@@ -143,10 +143,7 @@ class VirtNodeTestCase(NodeTestCase):
         return dict(zip(columns, row))
 
     def wait(self, check, until, timeout: float, what: str) -> Deferred:
-        def explain(failure):
-            failure.trap(AssertionError)
-            raise AssertionError(f"{failure.value}{self.explain()}")
-        return poll_blocking(check, until, timeout, what).addErrback(explain)
+        return poll_blocking(check, until, timeout, what, explain=self.explain)
 
     @inlineCallbacks
     def wait_vm(self, state: str, timeout: float):
