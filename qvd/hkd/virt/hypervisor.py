@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Generator, Optional
 
 import psutil
@@ -170,7 +170,7 @@ class LibvirtHypervisor:
             raise LaunchError(f"cannot start domain {domains.domain_name(spec.vm_id)}: {e}") \
                 from e
         if vnc:
-            record = DomainRecord(**dict(asdict(record), ports=dict(ports, vnc=vnc)))
+            record = replace(record, ports=dict(ports, vnc=vnc))
             yield threads.deferToThread(_save, files_, record, xml)
         vm = self.vms[spec.vm_id] = DomainVM(self, record, pid)
         return vm
