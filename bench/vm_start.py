@@ -40,19 +40,9 @@ from qvd.db import connect_sync
 from qvd.db.deploy import deploy
 from tests.support import images
 from tests.support.libvirtd import PrivateLibvirtd
+from tests.support.vma import rpc_in
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
-RPC = """\
-import sys
-from twisted.internet import reactor
-from qvd.http.simplerpc import SimpleRPCClient
-result = []
-params = [tuple(p.split("=", 1)) for p in sys.argv[4:]]
-d = SimpleRPCClient(reactor, sys.argv[1], int(sys.argv[2]), 5).call(sys.argv[3], params)
-d.addBoth(result.append).addBoth(lambda _: reactor.stop())
-reactor.run()
-print(result[0])
-"""
 NETWORK = """\
 vm.network.ip.start = 10.82.0.100
 vm.network.netmask = 255.255.0.0
@@ -153,10 +143,7 @@ class Bench:
         if row[0] is None:
             return ""
         prefix = [] if hypervisor == "process" else self.libvirtd.in_netns()
-        done = subprocess.run(prefix + [sys.executable, "-c", RPC, row[0], str(row[1]), method,
-                                        *params], capture_output=True, text=True, timeout=30,
-                              env=dict(os.environ, PYTHONPATH=ROOT))
-        return done.stdout.strip()
+        return rpc_in(prefix, row[0], row[1], method, *params)
 
     def start_vm(self, hypervisor: str, vm_id: int, timeout: float) -> float:
         """Seconds from ``qa vm start`` to the VMA answering ``x_state``."""

@@ -9,6 +9,19 @@ and builds the namespaces, ``farm`` starts and stops everything,
 drives real NX sessions through it, ``cli`` is the command.
 """
 
+import os
+
+# The directory holding this ``qvd`` package: a farm's processes run this code.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def child_environment() -> dict[str, str]:
+    """Our environment with ``PACKAGE_ROOT`` first on ``PYTHONPATH``, for the farm's
+    daemons and its janitor."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
 
 class FarmError(Exception):
     """The farm cannot be built or run; the message says why.  Every module of the

@@ -42,7 +42,7 @@ from qvd.db import connect_sync
 from qvd.db.deploy import deploy
 from qvd.db.oneshot import query_once
 from qvd.embedded import ensure_certificate, ensure_session_account
-from qvd.farm import FarmError, janitor, network
+from qvd.farm import FarmError, child_environment, janitor, network
 from qvd.farm.haproxy import HAProxy
 from qvd.farm.network import Plan
 from qvd.pgcluster import LocalCluster
@@ -54,7 +54,6 @@ TWISTD = "from twisted.scripts.twistd import run; run()"
 DISPLAYS = 1000  # X displays of one node: 1000 * (i + 1) and up for node i
 START_TIMEOUT = 90.0  # seconds a node may take to serve, haproxy to see it
 STOP_TIMEOUT = 30.0
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # QVD 4's timers are minutes long; a farm for tests and demos ticks every second,
 # declares a silent node lost after 6 s and polls VMAs and commands often.
@@ -101,11 +100,9 @@ class Daemon:
     process: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, env=env,
+                                            stderr=subprocess.STDOUT, env=child_environment(),
                                             cwd=os.path.dirname(self.log_path))
 
     @property

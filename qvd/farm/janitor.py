@@ -22,8 +22,9 @@ from typing import Optional
 
 import psutil
 
-from qvd.farm import network
+from qvd.farm import child_environment, network
 from qvd.farm.network import RUN_DIR, Plan
+from qvd.hkd.files import unlink
 from qvd.hkd.layout import VMFiles
 from qvd.hkd.process import end_session, kill_all
 from qvd.pgcluster import LocalCluster
@@ -137,22 +138,17 @@ def teardown(state: State) -> None:
     if state.owned:
         shutil.rmtree(state.directory, ignore_errors=True)
     for path in (log_path(state.plan.farm_id), state.path):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        unlink(path)
 
 
 def start(farm_id: str) -> subprocess.Popen:
     """The janitor of a farm whose state is saved; keep its ``stdin`` open while the farm
     lives, write ``done`` to it after an orderly teardown."""
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     with open(log_path(farm_id), "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "qvd.farm.janitor", farm_id],
                                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, cwd="/")
+                                start_new_session=True, env=child_environment(),
+                                cwd="/")
 
 
 def main() -> None:

@@ -145,14 +145,8 @@ class FarmTestCase(unittest.TestCase):
     def poll(self, check: Callable[[], Any], until: Callable[[Any], bool], timeout: float,
              what: str, blocking: bool = True) -> Deferred:
         """A bounded wait; a failure carries the end of the nodes' logs."""
-        def explain(failure):
-            failure.trap(AssertionError)
-            raise AssertionError(f"{failure.value}{self.logs()}")
-
-        if blocking:
-            probe = check
-            check = lambda: threads.deferToThread(probe)  # noqa: E731
-        return waiting.poll(check, until, timeout, what).addErrback(explain)
+        wait = waiting.poll_blocking if blocking else waiting.poll
+        return wait(check, until, timeout, what, explain=self.logs)
 
     def logs(self) -> str:
         return "".join(self.farm.explain(node) for node in self.farm.nodes)

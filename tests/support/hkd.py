@@ -145,13 +145,11 @@ class HKDTestCase(unittest.TestCase):
     def poll(self, check: Callable[[], Any], until: Callable[[Any], bool], timeout: float,
              what: str) -> Deferred:
         """``poll``, failing with the end of every HKD's log (what a reader needs)."""
-        def explain(failure):
-            failure.trap(AssertionError)
-            logs = "".join(f"\n--- {h.log_path}\n" + "".join(h.output().splitlines(True)[-40:])
+        def explain() -> str:
+            return "".join(f"\n--- {h.log_path}\n" + "".join(h.output().splitlines(True)[-40:])
                            for h in self.hkds)
-            raise AssertionError(f"{failure.value}{logs}")
 
-        return poll_blocking(check, until, timeout, what).addErrback(explain)
+        return poll_blocking(check, until, timeout, what, explain)
 
     def vma_pids(self) -> list[int]:
         """Every qvd-vma process of this test, running or not yet reaped."""

@@ -24,6 +24,8 @@ import subprocess
 import time
 from typing import Optional
 
+from qvd.hkd.virt.lxcfs import mounts_under
+
 LIBVIRTD = "/usr/sbin/libvirtd"
 START_WAIT = 30.0
 
@@ -114,7 +116,7 @@ class PrivateLibvirtd:
                 os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for point in _mounts_under(self.storage):
+        for point in sorted(mounts_under(self.storage), key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
 
@@ -122,11 +124,3 @@ class PrivateLibvirtd:
         """The prefix that runs a command in the daemon's network namespace (and ours for
         the rest: its mounts stay visible)."""
         return ["nsenter", f"--net=/run/netns/{self.netns}", "--"]
-
-
-def _mounts_under(path: str) -> list[str]:
-    path = os.path.realpath(path)
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        points = [line.split()[4] for line in f]
-    return sorted((p for p in points if p == path or p.startswith(path + "/")), key=len,
-                  reverse=True)

@@ -9,6 +9,8 @@ import os
 import random
 import socket
 import stat
+import subprocess
+import sys
 from typing import Optional
 
 from twisted.internet import reactor
@@ -17,9 +19,21 @@ from qvd.config import Config
 from qvd.http.simplerpc import SimpleRPCClient
 from qvd.vma.service import VMAService
 from qvd.vma.settings import VMASettings
+from tests.support.paths import ROOT
 
 SESSION_ACCOUNT = "nobody" if os.geteuid() == 0 else ""
 HOOK_SCRIPT = '#!/bin/sh\nprintf "%s\\0" "$@" > "{out}"\nexit {code}\n'
+RPC_SCRIPT = """\
+import sys
+from twisted.internet import reactor
+from qvd.http.simplerpc import SimpleRPCClient
+result = []
+params = [tuple(p.split("=", 1)) for p in sys.argv[4:]]
+d = SimpleRPCClient(reactor, sys.argv[1], int(sys.argv[2]), 5).call(sys.argv[3], params)
+d.addBoth(result.append).addBoth(lambda _: reactor.stop())
+reactor.run()
+print(result[0])
+"""
 
 
 def _port_free(port: int) -> bool:
@@ -87,3 +101,13 @@ def start_vma(testcase, settings: VMASettings) -> tuple[VMAService, SimpleRPCCli
     testcase.addCleanup(service.stopService)
     rpc = SimpleRPCClient(reactor, "127.0.0.1", service.port.getHost().port, timeout=10)
     return service, rpc
+
+
+def rpc_in(prefix: list[str], address: str, port: int, method: str, *params: str) -> str:
+    """What a SimpleRPC call (``name=value`` params) to a VMA printed, made by a child run
+    with ``prefix`` (``nsenter`` into the network namespace the VMA is reached from).
+    Blocking: call it in a thread."""
+    done = subprocess.run(prefix + [sys.executable, "-c", RPC_SCRIPT, address, str(port), method,
+                                    *params], capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    return done.stdout.strip()

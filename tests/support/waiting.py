@@ -15,19 +15,22 @@ from twisted.internet.task import deferLater
 
 @inlineCallbacks
 def poll(check: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 30.0,
-         what: str = "condition", interval: float = 0.2) -> Deferred:
-    """``check()`` (a value or a Deferred) every ``interval`` s until ``until`` holds."""
+         what: str = "condition", interval: float = 0.2,
+         explain: Callable[[], str] = lambda: "") -> Deferred:
+    """``check()`` (a value or a Deferred) every ``interval`` s until ``until`` holds;
+    a failure ends with ``explain()`` (e.g. the end of the daemons' logs)."""
     deadline = reactor.seconds() + timeout
     while True:
         value = yield maybeDeferred(check)
         if until(value):
             return value
         if reactor.seconds() > deadline:
-            raise AssertionError(f"{what}: still {value!r} after {timeout} s")
+            raise AssertionError(f"{what}: still {value!r} after {timeout} s{explain()}")
         yield deferLater(reactor, interval, lambda: None)
 
 
 def poll_blocking(check: Callable[[], Any], until: Callable[[Any], bool],
-                  timeout: float = 30.0, what: str = "condition") -> Deferred:
+                  timeout: float = 30.0, what: str = "condition",
+                  explain: Callable[[], str] = lambda: "") -> Deferred:
     """``poll`` for a ``check`` that blocks (a query, ``psutil``): run in a thread."""
-    return poll(lambda: threads.deferToThread(check), until, timeout, what)
+    return poll(lambda: threads.deferToThread(check), until, timeout, what, explain=explain)

@@ -28,6 +28,7 @@ from tests.support.hkd import TIMERS
 from tests.support.node import ClientProcess, NodeTestCase
 from tests.support.paths import ROOT
 from tests.support.processes import Twistd
+from tests.support.vma import rpc_in
 from tests.support.waiting import poll_blocking
 from tests.support.libvirtd import PrivateLibvirtd, available
 from tests.support.postgres import cluster, drop_database, new_database
@@ -143,10 +144,7 @@ class VirtNodeTestCase(NodeTestCase):
         return dict(zip(columns, row))
 
     def wait(self, check, until, timeout: float, what: str) -> Deferred:
-        def explain(failure):
-            failure.trap(AssertionError)
-            raise AssertionError(f"{failure.value}{self.explain()}")
-        return poll_blocking(check, until, timeout, what).addErrback(explain)
+        return poll_blocking(check, until, timeout, what, explain=self.explain)
 
     @inlineCallbacks
     def wait_vm(self, state: str, timeout: float):
@@ -164,8 +162,7 @@ class VirtNodeTestCase(NodeTestCase):
         node's namespace (blocking: call it in a thread)."""
         row = self.runtime()
         assert self.libvirtd is not None
-        return _run(self.libvirtd.in_netns() + [
-            sys.executable, "-c", RPC, row["vm_address"], str(row["vm_vma_port"]), method])
+        return rpc_in(self.libvirtd.in_netns(), row["vm_address"], row["vm_vma_port"], method)
 
     def domain(self) -> Optional[Any]:
         """The VM's libvirt domain, if defined."""
@@ -205,22 +202,3 @@ class VirtNodeTestCase(NodeTestCase):
         reactor.spawnProcess(protocol, argv[0], argv, env=env)
         self.clients.append(protocol)
         return protocol
-
-
-RPC = """\
-import sys
-from twisted.internet import reactor
-from qvd.http.simplerpc import SimpleRPCClient
-result = []
-d = SimpleRPCClient(reactor, sys.argv[1], int(sys.argv[2]), 5).call(sys.argv[3])
-d.addBoth(result.append).addBoth(lambda _: reactor.stop())
-reactor.run()
-print(result[0])
-"""
-
-
-def _run(argv: list[str]) -> str:
-    import subprocess
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
-    return done.stdout.strip()

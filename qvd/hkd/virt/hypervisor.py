@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Generator, Optional
 
 import psutil
@@ -170,7 +170,7 @@ class LibvirtHypervisor:
             raise LaunchError(f"cannot start domain {domains.domain_name(spec.vm_id)}: {e}") \
                 from e
         if vnc:
-            record = DomainRecord(**dict(asdict(record), ports=dict(ports, vnc=vnc)))
+            record = replace(record, ports=dict(ports, vnc=vnc))
             yield threads.deferToThread(_save, files_, record, xml)
         vm = self.vms[spec.vm_id] = DomainVM(self, record, pid)
         return vm
@@ -234,8 +234,7 @@ class LibvirtHypervisor:
         files_ = self.files(vm_id)
         record = vm.record if vm is not None else (yield threads.deferToThread(_load, files_))
         yield self.connection.call(_undefine, vm_id)
-        device = f"{self.plan.device_prefix}{vm_id}"
-        yield self.firewall.remove_vm(vm_id, device)
+        yield self.firewall.remove_vm(vm_id, self.plan.device(vm_id))
         if record is not None and self.dhcp is not None:
             yield self.dhcp.unregister(record.mac)
         yield self.release_guest(vm_id, record)
@@ -306,8 +305,9 @@ class KVMHypervisor(LibvirtHypervisor):
             capture = os.path.join(get("path.serial.captures"),
                                    f"capture-{domains.domain_name(spec.vm_id)}-"
                                    f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}.txt")
+        taken = {vm.ports["serial"] for vm in self.vms.values()}  # self.vms: reactor thread
         disks, serial = yield threads.deferToThread(
-            self._prepare_files, settings, spec, files_, conf, serial_redirect, capture)
+            self._prepare_files, settings, spec, files_, conf, serial_redirect, capture, taken)
         boot = None
         if disks.kernel is not None:
             root = "/dev/vda" if virtio else "/dev/sda"
@@ -327,7 +327,8 @@ class KVMHypervisor(LibvirtHypervisor):
 
     def _prepare_files(self, settings: kvmdisk.KVMStorageSettings, spec: VMSpec,
                        files_: VMFiles, conf: str, serial_redirect: bool,
-                       capture: Optional[str]) -> tuple[kvmdisk.KVMDisks, int]:
+                       capture: Optional[str], taken: set[int]
+                       ) -> tuple[kvmdisk.KVMDisks, int]:
         config_dir = os.path.join(files_.directory, "config")
         os.makedirs(config_dir, exist_ok=True)
         files.replace(os.path.join(config_dir, "vma.conf"), conf, 0o644)
@@ -335,16 +336,8 @@ class KVMHypervisor(LibvirtHypervisor):
             os.makedirs(os.path.dirname(capture), exist_ok=True)
         disks = kvmdisk.prepare(settings, spec.vm_id, spec.di_id, spec.di_path,
                                 spec.use_overlay, spec.user_storage_size)
-        serial = self._serial_port() if serial_redirect else 0
+        serial = _serial_port(taken) if serial_redirect else 0
         return disks, serial
-
-    def _serial_port(self) -> int:
-        """A free host port above 2000 for the serial console, not one of our VMs'."""
-        taken = {vm.ports["serial"] for vm in self.vms.values()}
-        for port in range(SERIAL_BASE + 1, SERIAL_BASE + 10000):
-            if port not in taken and displays.bindable("127.0.0.1", port):
-                return port
-        raise LaunchError("no free port for the serial console")
 
     def domain_pid(self, dom: Any) -> int:
         """The QEMU process of the domain (0 where there is none, e.g. libvirt's test
@@ -456,6 +449,15 @@ class CPUSets:
     @staticmethod
     def text(cpus: list[int]) -> str:
         return ",".join(str(c) for c in cpus)
+
+
+def _serial_port(taken: set[int]) -> int:
+    """A free host port above 2000 for the serial console, not one of ``taken`` (our
+    VMs')."""
+    for port in range(SERIAL_BASE + 1, SERIAL_BASE + 10000):
+        if port not in taken and displays.bindable("127.0.0.1", port):
+            return port
+    raise LaunchError("no free port for the serial console")
 
 
 def kvm_usable() -> bool:

@@ -104,7 +104,11 @@ class NetworkPlan:
         if not first <= address <= last:
             raise LaunchError(f"the VM's IP address {ip} is outside the VM range {first}-{last}"
                               " of the QVD network")
-        return GuestNetwork(ip, mac_address(self.mac_prefix, ip), f"{self.device_prefix}{vm_id}")
+        return GuestNetwork(ip, mac_address(self.mac_prefix, ip), self.device(vm_id))
+
+    def device(self, vm_id: int) -> str:
+        """The host side of the VM's NIC (release finds it without the VM's address)."""
+        return f"{self.device_prefix}{vm_id}"
 
 
 @defer.inlineCallbacks
