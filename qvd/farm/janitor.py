@@ -24,7 +24,7 @@ import psutil
 
 from qvd.farm import child_environment, network
 from qvd.farm.network import RUN_DIR, Plan
-from qvd.hkd.files import unlink
+from qvd.files import unlink
 from qvd.hkd.layout import VMFiles
 from qvd.hkd.process import end_session, kill_all
 from qvd.pgcluster import LocalCluster

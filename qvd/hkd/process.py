@@ -36,7 +36,7 @@ from zope.interface import implementer
 from qvd.config import Config
 from qvd.db.runtimes import VMSpec
 from qvd.hkd import addresses, displays, netns, vmaconf
-from qvd.hkd.files import replace as replace_file, unlink
+from qvd.files import replace as replace_file, unlink
 from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError
 from qvd.hkd.layout import VMFiles
 from qvd.stream.once import Once

@@ -1,5 +1,5 @@
 """What the ``vma.conf`` the HKD writes for each VM it starts says (pure; the backends
-write it with ``qvd.hkd.files.replace``).
+write it with ``qvd.files.replace``).
 
 A VMA reads the node's own ``vma.*``, ``command.*`` and nxagent timer keys (hooks, the X
 session command, ...), so they are passed on as the HKD sees them; each backend then

@@ -24,6 +24,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from qvd.files import replace, unlink
+
 log = Logger()
 
 SCRIPT = """\
@@ -49,12 +51,8 @@ def system_python() -> str:
 def write_script(path: str, socket_path: str, writer: str,
                  python: Optional[str] = None) -> None:
     """The hand-off command, readable and runnable by everyone (it holds no secret)."""
-    text = SCRIPT.format(python=python or system_python(), writer=writer, path=socket_path)
-    partial = path + ".new"
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(partial, 0o755)
-    os.replace(partial, path)
+    replace(path, SCRIPT.format(python=python or system_python(), writer=writer,
+                                path=socket_path), 0o755)
 
 
 HANDOFF_TIMEOUT = 10.0
@@ -95,10 +93,7 @@ class HandOffListener(Factory):
 
     def listen(self, path: str) -> interfaces.IListeningPort:
         """Bind ``path`` (a stale socket file is replaced), mode 0600."""
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        unlink(path)
         self.port = self.reactor.listenUNIX(path, self, mode=0o600, wantPID=False)
         return self.port
 

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qvd.config import Config
-from qvd.hkd import files
+from qvd import files
 from qvd.stream.once import Once
 from qvd.hkd.virt.network import NetworkPlan
 

@@ -21,7 +21,7 @@ from typing import Optional
 
 from qvd.config import Config
 from qvd.hkd.commands import blocking
-from qvd.hkd.files import replace
+from qvd.files import replace
 from qvd.hkd.hypervisor import LaunchError
 from qvd.hkd.layout import Storage
 

@@ -1,4 +1,4 @@
-"""Small file operations the HKD's backends share (blocking: call them in a thread)."""
+"""Small file operations the node's parts share (blocking: call them in a thread)."""
 
 from __future__ import annotations
 
