@@ -33,7 +33,7 @@ from qvd.admin.remote import APIClient, APIUnreachable  # noqa: E402
 from qvd.config import Config, parse_properties  # noqa: E402
 from qvd.db import connect_sync  # noqa: E402
 from qvd.db.deploy import deploy  # noqa: E402
-from qvd.pgcluster import free_port  # noqa: E402
+from qvd.stream.sockets import free_port  # noqa: E402
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
 FIELDS = ["id", "name", "user_name", "osf_name", "state", "user_state", "host_name", "ip",

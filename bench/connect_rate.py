@@ -48,7 +48,8 @@ from qvd.config import Config, parse_properties
 from qvd.db import connect_sync
 from qvd.db.deploy import deploy
 from qvd.db.oneshot import query_once
-from qvd.pgcluster import free_port, port_in_use
+from qvd.pgcluster import port_in_use
+from qvd.stream.sockets import free_port
 from tests.support.processes import stop_popen
 
 TWISTD = "from twisted.scripts.twistd import run; run()"

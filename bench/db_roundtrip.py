@@ -25,7 +25,8 @@ from qvd.config import Config, parse_properties  # noqa: E402
 from qvd.db import connect_sync  # noqa: E402
 from qvd.db.deploy import deploy  # noqa: E402
 from qvd.db.pool import Database  # noqa: E402
-from qvd.pgcluster import LocalCluster, free_port  # noqa: E402
+from qvd.pgcluster import LocalCluster  # noqa: E402
+from qvd.stream.sockets import free_port  # noqa: E402
 
 POLL = "SELECT vm_state, user_state, user_cmd FROM vm_runtimes WHERE vm_id = %s"
 

@@ -178,7 +178,7 @@ def haproxy(backend: int, pem: str,
     """haproxy 2.6 in ``mode tcp``, one thread (like one L7R process), TLS terminated with
     the same certificate, forwarding to ``backend``, on ``cpu`` if given; yields (port,
     process)."""
-    from qvd.pgcluster import free_port
+    from qvd.stream.sockets import free_port
 
     port = free_port()
     directory = tempfile.mkdtemp(prefix="qvd-bench-haproxy-")  # kept when something fails

@@ -29,7 +29,8 @@ from qvd.config import Config, ConfigError, load_file
 from qvd.db import DatabaseError, connect_sync
 from qvd.db.configs import apply_configs_now
 from qvd.db.deploy import deploy, deployed_version
-from qvd.pgcluster import ClusterError, LocalCluster, port_in_use, free_port
+from qvd.pgcluster import ClusterError, LocalCluster, port_in_use
+from qvd.stream.sockets import free_port
 
 SYSTEM_CONF = "/etc/qvd/node.conf"
 MARKER = "# written by qvd-embedded"

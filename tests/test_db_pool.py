@@ -9,7 +9,7 @@ from twisted.internet import defer, protocol, reactor, task
 
 from qvd.db import DatabaseError
 from qvd.db.pool import ATTEMPTS, BACKOFF, Database
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 from qvd.config import Config
 from tests.support.pool import PoolTestCase
 from tests.support.postgres import cluster

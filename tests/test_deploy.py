@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from qvd.db.deploy import main
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 from tests import test_schema_catalogue as catalogue
 from tests.support.paths import ROOT
 from tests.support.postgres import TestDatabase as Database, drop_database, new_database

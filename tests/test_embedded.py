@@ -13,7 +13,8 @@ from twisted.trial import unittest
 from qvd.config import load_file
 from qvd.embedded import MARKER, main
 from qvd.passwords import qvd_hash
-from qvd.pgcluster import LocalCluster, free_port
+from qvd.pgcluster import LocalCluster
+from qvd.stream.sockets import free_port
 
 
 class EmbeddedSetupTests(unittest.TestCase):

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from qvd.farm.haproxy import binary, show_stat
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 from tests.support.waiting import poll_blocking
 from tests.support.l7r import make_node, start_l7r
 from tests.support.rawclient import get

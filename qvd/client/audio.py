@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from typing import Any, Generator, Mapping, Optional
 
 from twisted.internet import defer, utils
 from twisted.logger import Logger
+
+from qvd.stream.sockets import free_port
 
 log = Logger()
 
@@ -26,12 +27,6 @@ def tcp_port(pulse_server: str) -> Optional[int]:
     """The port of a ``PULSE_SERVER`` that is a local TCP one (``tcp:localhost:4713``)."""
     match = _TCP_SERVER.fullmatch(pulse_server.strip())
     return int(match.group(1)) if match else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalSound:

@@ -33,12 +33,6 @@ def bindable(address: str, port: int) -> bool:
         return True
 
 
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
 def choose(vm_id: int, address: Optional[str], taken: set[int], base: int, span: int) -> int:
     """A free X display, first trying one derived from the (cluster-unique) VM id.
 

@@ -40,6 +40,7 @@ from qvd.files import replace as replace_file, unlink
 from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError
 from qvd.hkd.layout import VMFiles
 from qvd.stream.once import Once
+from qvd.stream.sockets import free_port
 
 log = Logger()
 
@@ -338,7 +339,7 @@ def _prepare(vm_id: int, settings: ProcessSettings, taken: set[int]) -> _Layout:
     address = settings.address
     display = displays.choose(vm_id, None if settings.namespace else address, taken,
                               settings.display_base, settings.display_span)
-    port = settings.port or displays.free_port(address)
+    port = settings.port or free_port(address)
     overrides = vmaconf.for_process(
         run=files.run, log=files.log, address=address, port=port, display=display,
         account=account, home=os.path.join(settings.homes, str(vm_id)))

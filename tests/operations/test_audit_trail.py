@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from qvd.audit import AuditEntry, AuditQueue
 from qvd.db.pool import Database
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 from tests.l7r.test_conformance import L7RTestCase
 from tests.support.admin import qa_refused
 from tests.support.postgres import drop_database, new_database

@@ -18,7 +18,9 @@ from qvd.certificates import write_self_signed
 from qvd.config import Config
 from qvd.db import connect_sync
 from qvd.doctor import checks
-from qvd.pgcluster import LocalCluster, free_port
+from qvd.pgcluster import LocalCluster
+
+from qvd.stream.sockets import free_port
 
 DOCTOR = "from qvd.doctor.cli import main; import sys; sys.exit(main())"
 

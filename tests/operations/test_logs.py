@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from qvd import logs
 from qvd.config import Config, ConfigError
 from qvd.http.simplerpc import SimpleRPCClient
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 from tests.support.paths import ROOT, scratch_dir
 from tests.support.processes import Child
 from tests.support.vma import free_display

@@ -19,7 +19,7 @@ from qvd.metrics.l7r import L7RMetrics, first_process_metrics
 from qvd.metrics.relay import ReportSender, WorkerReports
 from qvd.metrics.server import MetricsService, announce, metrics_service
 from qvd.metrics.snapshot import render, take
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

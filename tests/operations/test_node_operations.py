@@ -17,7 +17,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, threads
 
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 from tests.support.node import NodeTestCase
 from tests.support.paths import ROOT
 from tests.support.waiting import poll_blocking

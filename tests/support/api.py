@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 from qvd.admin.remote import APIClient, APIUnreachable
 from qvd.embedded import ensure_certificate
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 from tests.support.paths import TWISTD
 from tests.support.postgres import TestDatabase
 from tests.support.processes import stop_popen

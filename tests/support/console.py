@@ -15,7 +15,7 @@ from tests.support.api import RunningAPI
 from tests.support.browser import Browser
 from tests.support.hkd import TIMERS, kill_vmas
 from tests.support.postgres import TestDatabase
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 
 STAGED_IMAGE = "staged-desktop.tar.gz"
 

@@ -16,7 +16,8 @@ import tempfile
 
 from twisted.internet.defer import inlineCallbacks
 
-from qvd.pgcluster import free_port, port_in_use
+from qvd.pgcluster import port_in_use
+from qvd.stream.sockets import free_port
 from tests.support import waiting
 from tests.support.processes import Child
 

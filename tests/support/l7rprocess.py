@@ -15,7 +15,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.trial import unittest
 
 from qvd.passwords import qvd_hash
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 from tests.support.paths import ROOT, TWISTD
 from tests.support.postgres import drop_database, new_database
 from tests.support.rawclient import split_response

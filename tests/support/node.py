@@ -22,7 +22,8 @@ from twisted.trial import unittest
 
 from qvd.embedded import ensure_certificate
 from qvd.http.simplerpc import SimpleRPCClient
-from qvd.pgcluster import free_port, port_in_use
+from qvd.pgcluster import port_in_use
+from qvd.stream.sockets import free_port
 from tests.support.admin import qa
 from tests.support.hkd import TIMERS, kill_vmas
 from tests.support.paths import ROOT

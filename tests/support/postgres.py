@@ -21,7 +21,8 @@ from qvd.config import Config, parse_properties
 from qvd.db import connect_sync
 from qvd.db.deploy import deploy
 from qvd.db.oneshot import query_once
-from qvd.pgcluster import LocalCluster, free_port
+from qvd.pgcluster import LocalCluster
+from qvd.stream.sockets import free_port
 
 USER = "qvd"
 PASSWORD = "qvd-test-password"

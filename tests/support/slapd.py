@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from qvd.pgcluster import free_port, port_in_use
+from qvd.pgcluster import port_in_use
+from qvd.stream.sockets import free_port
 from tests.support.processes import stop_popen
 
 SLAPD = "/usr/sbin/slapd"

@@ -23,7 +23,7 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from qvd.embedded import ensure_certificate
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 from tests.support.hkd import TIMERS
 from tests.support.node import ClientProcess, NodeTestCase
 from tests.support.paths import ROOT

@@ -11,7 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from qvd.http.simplerpc import SimpleRPCClient
-from qvd.pgcluster import free_port
+from qvd.stream.sockets import free_port
 from tests.support.paths import ROOT, scratch_dir
 from tests.support.processes import Child
 from tests.support.vma import free_display
