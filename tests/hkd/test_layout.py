@@ -8,7 +8,8 @@ import socket
 from twisted.trial import unittest
 
 from qvd.config import Config, parse_properties
-from qvd.hkd import displays, files, vmaconf
+from qvd import files
+from qvd.hkd import displays, vmaconf
 from qvd.hkd.hypervisor import LaunchError
 from qvd.hkd.layout import Storage, VMFiles
 

@@ -24,7 +24,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from qvd.config import Config
-from qvd.hkd import displays, files, vmaconf
+from qvd import files
+from qvd.hkd import displays, vmaconf
 from qvd.db.runtimes import VMSpec
 from qvd.hkd.hypervisor import IHypervisor, IVMInstance, LaunchError
 from qvd.hkd.layout import VMFiles
